@@ -1,0 +1,245 @@
+package Twiggy::Server;
+use strict;
+use warnings;
+
+use AnyEvent;
+use Carp ();
+use Scalar::Util ();
+use Twiggy ();
+use Twiggy::Server::Response ();
+
+use constant DEBUG => $ENV{TWIGGY_DEBUG};
+
+# Options of the original Twiggy keep their names and meaning; the rest are ours. Values in
+# seconds accept fractions; 0 turns a timeout off.
+my %DEFAULTS = (
+    no_delay          => 1,
+    timeout           => 300,
+    keepalive_timeout => 30,
+    read_chunk_size   => 65536,
+    max_head_size     => 65536,
+    body_in_memory    => 1024 * 1024,
+    backlog           => 0,        # 0: the kernel's maximum (net.core.somaxconn)
+);
+
+sub new {
+    my ($class, @args) = @_;
+    my $self = bless { %DEFAULTS, @args }, $class;
+    $self->_check_options;
+    return $self;
+}
+
+sub _check_options {
+    my $self = shift;
+    for my $name (qw(timeout keepalive_timeout)) {
+        my $value = $self->{$name};
+        $self->{$name} = 0 unless defined $value;
+        Carp::croak("Twiggy: option '$name' must be a number of seconds, not '$value'")
+            unless !defined $value || $value =~ /\A\s*(?:\d+(?:\.\d*)?|\.\d+)\s*\z/;
+    }
+    for my $name (qw(read_chunk_size max_head_size body_in_memory backlog)) {
+        my $value = $self->{$name};
+        $self->{$name} = $DEFAULTS{$name} unless defined $value;
+        Carp::croak("Twiggy: option '$name' must be a whole number, not '$value'")
+            unless !defined $value || $value =~ /\A\s*\d+\s*\z/;
+    }
+    if (defined $self->{port}) {
+        Carp::croak("Twiggy: option 'port' must be a number from 0 to 65535, not '$self->{port}'")
+            unless $self->{port} =~ /\A\d+\z/ && $self->{port} <= 65535;
+    }
+    if (defined $self->{listen} && ref $self->{listen} ne 'ARRAY') {
+        $self->{listen} = [ $self->{listen} ];
+    }
+    if (defined $self->{server_ready} && ref $self->{server_ready} ne 'CODE') {
+        Carp::croak("Twiggy: option 'server_ready' must be a code reference");
+    }
+    return;
+}
+
+# Starts serving $app inside the caller's AnyEvent loop and returns.
+sub register_service {
+    my ($self, $app) = @_;
+    Carp::croak("Twiggy: register_service needs a PSGI application (a code reference)")
+        unless ref $app;
+
+    my $weak_self = $self;
+    Scalar::Util::weaken($weak_self);
+    my $reactor = Twiggy::Reactor->_new(
+        [
+            $app,
+            \&Twiggy::Server::Response::respond,
+            \&Twiggy::Server::Response::log_error,
+            \&Twiggy::Server::Response::make_io,
+            \&Twiggy::Server::Response::input_from_string,
+            \&Twiggy::Server::Response::input_from_fd,
+            sub { $weak_self->_drained if $weak_self },
+            Twiggy::Server::Response::null_input(),
+        ],
+        $self->{timeout},
+        $self->{keepalive_timeout},
+        $self->{read_chunk_size},
+        $self->{no_delay} ? 1 : 0,
+        $self->{max_head_size},
+        $self->{body_in_memory},
+    );
+    $self->{reactor} = $reactor;
+
+    $self->{exit_guard} = AE::cv;
+    $self->{exit_guard}->begin;
+
+    $self->start_listen($app);
+
+    # Level-triggered from the outside: the callback handles everything ready, and anything
+    # left over keeps the poll fd readable for the next round.
+    $self->{poll_watcher} = AE::io $reactor->fd, 0, sub { $reactor->poll };
+    $self->{tick_timer}   = AE::timer 1, 1, sub { $reactor->tick };
+    return;
+}
+
+# Opens every listener named by `listen` (or host/port).
+sub start_listen {
+    my ($self, $app) = @_;
+    my @listen = @{ $self->{listen} || [ ($self->{host} || '') . ':' . ($self->{port} || 0) ] };
+    for my $spec (@listen) {
+        my ($host, $port, $path) = _parse_listen($spec);
+        if (defined $path) {
+            my $fd = Twiggy::Reactor->listen_unix($path, $self->{backlog});
+            $self->_add_listener($fd, 'unix/', $path, 1);
+        } else {
+            my ($fd, $bound_host, $bound_port) = Twiggy::Reactor->listen_tcp($host, $port, $self->{backlog});
+            $self->_add_listener($fd, $host eq '' ? $bound_host : $host, $bound_port, 0);
+        }
+    }
+    return;
+}
+
+sub _parse_listen {
+    my ($spec) = @_;
+    Carp::croak("Twiggy: empty listen address") unless defined $spec && length $spec;
+    if ($spec =~ /\A\[([^\]]*)\]:(\d+)\z/ || $spec =~ /\A([^:]*):(\d+)\z/) {
+        my ($host, $port) = ($1, $2);
+        Carp::croak("Twiggy: port $port in '$spec' is out of range") if $port > 65535;
+        $host = '' if $host eq '*';
+        return ($host, $port, undef);
+    }
+    Carp::croak("Twiggy: cannot understand listen address '$spec' (want host:port, :port or a socket path)")
+        if $spec =~ /\A[^\/.]*:/;
+    return (undef, undef, $spec);
+}
+
+# Serves an already listening socket; used for our own sockets and Server::Starter's.
+sub _add_listener {
+    my ($self, $fd, $host, $port, $is_unix) = @_;
+    $self->{reactor}->add_listener($fd, $self->_env_template($host, $port), $is_unix ? 1 : 0);
+    push @{ $self->{listening} }, "$host:$port";
+    DEBUG && warn "Twiggy: listening on $host:$port (fd $fd)\n";
+    $self->{server_ready}->({ host => $host, port => $port, server_software => 'Twiggy' })
+        if $self->{server_ready};
+    return;
+}
+
+# The static part of every env on one listener; the core copies it per request.
+sub _env_template {
+    my ($self, $host, $port) = @_;
+    return {
+        SERVER_NAME            => $host,
+        SERVER_PORT            => $port,
+        SCRIPT_NAME            => '',
+        'psgi.version'         => [ 1, 1 ],
+        'psgi.errors'          => \*STDERR,
+        'psgi.url_scheme'      => 'http',
+        'psgi.nonblocking'     => !!1,
+        'psgi.streaming'       => !!1,
+        'psgi.run_once'        => !!0,
+        'psgi.multithread'     => !!0,
+        'psgi.multiprocess'    => $self->{psgi_multiprocess} ? !!1 : !!0,
+        'psgix.input.buffered' => !!1,
+        ($self->{psgix_exit_guard} ? ('psgix.exit_guard' => $self->{psgix_exit_guard}) : ()),
+    };
+}
+
+# Stops accepting; in-flight requests finish, then `run` returns.
+sub graceful_stop {
+    my $self = shift;
+    return unless $self->{reactor};
+    DEBUG && warn "Twiggy: stopping gracefully\n";
+    $self->{reactor}->drain;
+    return;
+}
+
+sub _drained {
+    my $self = shift;
+    DEBUG && warn "Twiggy: all connections finished\n";
+    delete $self->{poll_watcher};
+    delete $self->{tick_timer};
+    $self->{exit_guard}->end if $self->{exit_guard};
+    return;
+}
+
+sub run {
+    my ($self, $app) = @_;
+    $self->register_service($app);
+    my $quit; $quit = AE::signal QUIT => sub { undef $quit; $self->graceful_stop };
+    $self->{exit_guard}->recv;
+    delete $self->{reactor};
+    return;
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+Twiggy::Server - the Twiggy PSGI server object
+
+=head1 SYNOPSIS
+
+  use Twiggy::Server;
+
+  my $server = Twiggy::Server->new(host => '127.0.0.1', port => 5000);
+  $server->register_service($app);    # serve inside your own AnyEvent loop
+  AE::cv->recv;
+
+  # or: serve until SIGQUIT
+  Twiggy::Server->new(listen => [':5000', '/tmp/app.sock'])->run($app);
+
+=head1 DESCRIPTION
+
+The API of the original Twiggy::Server, served by a Rust core. See L<Twiggy> for the full
+manual: options, guarantees, and what changed.
+
+=head1 METHODS
+
+=over 4
+
+=item new(%options)
+
+Takes C<host>, C<port>, C<listen>, C<backlog>, C<no_delay>, C<timeout>, C<keepalive_timeout>,
+C<read_chunk_size>, C<max_head_size>, C<body_in_memory> and C<server_ready>. Unknown options
+are ignored, as L<Plack::Runner> expects. Bad values croak.
+
+=item register_service($app)
+
+Opens the listeners and starts serving C<$app> inside the running AnyEvent loop; returns at once.
+
+=item run($app)
+
+C<register_service>, then serves until SIGQUIT: the listeners close at once, requests in
+progress finish, then C<run> returns.
+
+=item graceful_stop
+
+What SIGQUIT does, for programs that drive the server themselves.
+
+=item start_listen($app)
+
+Opens the listeners. L<Twiggy::Server::SS> overrides it to use Server::Starter's sockets.
+
+=back
+
+=head1 SEE ALSO
+
+L<Twiggy>, L<Twiggy::Server::SS>, L<Plack::Handler::Twiggy>
+
+=cut

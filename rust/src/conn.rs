@@ -1,0 +1,510 @@
+//! One client connection: its socket, buffers, and an explicit phase. Input handling here is
+//! pure bytes (read, parse, decode, spool); the reactor decides what to do with a complete
+//! request. No Perl value is touched in this module, except the two SVs it keeps for the
+//! reactor to release.
+
+use crate::h1::decode::ChunkedDecoder;
+use crate::h1::encode::{self, OutFraming, RequestFacts};
+use crate::h1::parse::{parse_head, BodyFraming, Parsed, RequestHead};
+use crate::limits::{Config, WRITE_HIGH_WATER};
+use crate::perl::SV;
+use std::fs::File;
+use std::io::{self, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// How long a closing connection keeps discarding input after its last response, so that the
+/// kernel does not reset the connection (and destroy that response) over unread bytes.
+const LINGER: Duration = Duration::from_secs(2);
+
+#[derive(Debug)]
+pub enum BodyReader {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// Where a request body collects: memory up to the configured size, then an unlinked temp file.
+#[derive(Debug)]
+pub enum BodySink {
+    Memory(Vec<u8>),
+    File(File, u64),
+}
+
+impl BodySink {
+    pub fn length(&self) -> u64 {
+        match self {
+            BodySink::Memory(bytes) => bytes.len() as u64,
+            BodySink::File(_, length) => *length,
+        }
+    }
+
+    fn append(&mut self, bytes: &[u8], in_memory_limit: usize) -> io::Result<()> {
+        match self {
+            BodySink::Memory(buffer) if buffer.len() + bytes.len() <= in_memory_limit => {
+                buffer.extend_from_slice(bytes);
+            }
+            BodySink::Memory(buffer) => {
+                let mut file = anonymous_temp_file()?;
+                file.write_all(buffer)?;
+                file.write_all(bytes)?;
+                let length = (buffer.len() + bytes.len()) as u64;
+                *self = BodySink::File(file, length);
+            }
+            BodySink::File(file, length) => {
+                file.write_all(bytes)?;
+                *length += bytes.len() as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An unlinked, read-write temporary file in $TMPDIR (or /tmp).
+fn anonymous_temp_file() -> io::Result<File> {
+    let directory = std::env::var_os("TMPDIR").unwrap_or_else(|| "/tmp".into());
+    let mut template = std::path::PathBuf::from(directory)
+        .join("twiggy-body-XXXXXX")
+        .into_os_string()
+        .into_encoded_bytes();
+    template.push(0);
+    // SAFETY: mkstemp writes into the NUL-terminated template we own and returns a new fd.
+    let fd = unsafe { libc::mkstemp(template.as_mut_ptr() as *mut libc::c_char) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the template now names the file just created; unlinking it keeps the fd valid.
+    unsafe { libc::unlink(template.as_ptr() as *const libc::c_char) };
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// A request whose head and body are complete, waiting for the app.
+#[derive(Debug)]
+pub struct CompleteRequest {
+    pub head: RequestHead,
+    pub body: Option<BodySink>,
+}
+
+#[derive(Debug)]
+pub enum Phase {
+    /// Waiting for (the rest of) a request head; idle between keep-alive requests.
+    Head,
+    /// Reading the body of `request`.
+    Body(BodyReader),
+    /// Complete, queued for dispatch.
+    Queued,
+    /// The app has the request and has not started a response.
+    App,
+    /// The response head is out; the body follows with this framing.
+    Sending { framing: OutFraming, remaining: u64 },
+    /// Last response flushed, write side shut: discarding input until EOF or the linger time.
+    Lingering,
+}
+
+/// What reading made of the input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InputEvent {
+    /// Nothing complete yet (or not reading in this phase).
+    Nothing,
+    /// A request is complete; `take_request` returns it.
+    Request,
+    /// The peer closed or failed: drop the connection without a response.
+    Gone,
+    /// Refused with this automatic status; a response is queued and the connection will close.
+    Refused(u16),
+}
+
+pub struct Conn {
+    pub fd: OwnedFd,
+    pub listener: usize,
+    pub phase: Phase,
+    pub read_buffer: Vec<u8>,
+    /// How much of `read_buffer` was already scanned for the end of a head.
+    scanned: usize,
+    pub write_buffer: Vec<u8>,
+    written: usize,
+    /// A short read or EAGAIN was seen and no readiness edge arrived since.
+    pub read_blocked: bool,
+    pub peer_closed: bool,
+    pub close_after_flush: bool,
+    /// Drop the connection at the next opportunity (error or peer gone).
+    pub dead: bool,
+    pub deadline: Option<Instant>,
+    pub head: Option<RequestHead>,
+    /// The bytes `head` points into (kept apart from the read buffer so pipelined input can follow).
+    pub head_bytes: Vec<u8>,
+    body: Option<BodySink>,
+    pub request: Option<CompleteRequest>,
+    pub facts: RequestFacts,
+    pub remote_addr: Vec<u8>,
+    pub remote_port: u16,
+    pub is_unix: bool,
+    /// `psgix.io` for this connection (a reference we own), made at its first request.
+    pub io_handle: *mut SV,
+    /// A Perl callback to run when the output buffer has drained (pull bodies).
+    pub drain_callback: *mut SV,
+}
+
+impl Conn {
+    pub fn new(
+        fd: OwnedFd,
+        listener: usize,
+        remote_addr: Vec<u8>,
+        remote_port: u16,
+        is_unix: bool,
+    ) -> Conn {
+        Conn {
+            fd,
+            listener,
+            phase: Phase::Head,
+            read_buffer: Vec::new(),
+            scanned: 0,
+            write_buffer: Vec::new(),
+            written: 0,
+            read_blocked: false,
+            peer_closed: false,
+            close_after_flush: false,
+            dead: false,
+            deadline: None,
+            head: None,
+            head_bytes: Vec::new(),
+            body: None,
+            request: None,
+            facts: RequestFacts {
+                minor_version: 1,
+                keep_alive: false,
+                is_head_method: false,
+            },
+            remote_addr,
+            remote_port,
+            is_unix,
+            io_handle: std::ptr::null_mut(),
+            drain_callback: std::ptr::null_mut(),
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn pending_output(&self) -> usize {
+        self.write_buffer.len() - self.written
+    }
+
+    /// Whether the connection is between requests with nothing buffered (safe to close on drain).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Head)
+            && self.read_buffer.is_empty()
+            && self.pending_output() == 0
+    }
+
+    pub fn take_request(&mut self) -> Option<CompleteRequest> {
+        self.request.take()
+    }
+
+    /// Reads and interprets input until a request is complete, input runs dry, or the phase
+    /// stops reading. `scratch` is the reactor's shared read buffer.
+    pub fn pump_input(&mut self, config: &Config, scratch: &mut [u8], now: Instant) -> InputEvent {
+        loop {
+            let event = self.interpret(config, now);
+            if event != InputEvent::Nothing {
+                return event;
+            }
+            if !self.wants_input() || self.read_blocked || self.peer_closed {
+                return InputEvent::Nothing;
+            }
+            match self.read_some(scratch) {
+                Ok(0) => {
+                    self.peer_closed = true;
+                    // An empty or incomplete request that ends gets no response bytes.
+                    return InputEvent::Gone;
+                }
+                Ok(count) => {
+                    if count < scratch.len() {
+                        self.read_blocked = true;
+                    }
+                    if matches!(self.phase, Phase::Lingering) {
+                        continue;
+                    }
+                    if self.read_buffer.is_empty() && matches!(self.phase, Phase::Head) {
+                        if let Some(timeout) = config.read_timeout {
+                            self.deadline = Some(now + timeout);
+                        }
+                    }
+                    self.read_buffer.extend_from_slice(&scratch[..count]);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.read_blocked = true;
+                    return InputEvent::Nothing;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return InputEvent::Gone,
+            }
+        }
+    }
+
+    /// Whether the current phase consumes socket input. While the app holds a request we stop
+    /// reading: that is our backpressure, and keeps bytes for an app that takes over psgix.io.
+    fn wants_input(&self) -> bool {
+        match self.phase {
+            Phase::Head | Phase::Body(_) => self.pending_output() <= WRITE_HIGH_WATER,
+            Phase::Lingering => true,
+            _ => false,
+        }
+    }
+
+    fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: reading into a buffer we own, at most its length.
+        let count = unsafe {
+            libc::recv(
+                self.raw_fd(),
+                scratch.as_mut_ptr() as *mut libc::c_void,
+                scratch.len(),
+                0,
+            )
+        };
+        if count < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(count as usize)
+        }
+    }
+
+    /// Makes progress on buffered bytes without reading.
+    fn interpret(&mut self, config: &Config, now: Instant) -> InputEvent {
+        match &mut self.phase {
+            Phase::Head => self.interpret_head(config),
+            Phase::Body(_) => self.interpret_body(config),
+            Phase::Lingering => {
+                self.read_buffer.clear();
+                if self.deadline.is_none_or(|deadline| deadline > now + LINGER) {
+                    self.deadline = Some(now + LINGER);
+                }
+                InputEvent::Nothing
+            }
+            _ => InputEvent::Nothing,
+        }
+    }
+
+    fn interpret_head(&mut self, config: &Config) -> InputEvent {
+        if self.read_buffer.is_empty() {
+            return InputEvent::Nothing;
+        }
+        // Re-parse only when new bytes could have ended the head (a trickling client would
+        // otherwise cost a full parse per byte).
+        let fresh = &self.read_buffer[self.scanned.saturating_sub(3)..];
+        if !fresh.contains(&b'\n') && self.read_buffer.len() <= config.max_head_bytes {
+            self.scanned = self.read_buffer.len();
+            return InputEvent::Nothing;
+        }
+        self.scanned = self.read_buffer.len();
+        match parse_head(&self.read_buffer, config.max_head_bytes) {
+            Parsed::Partial => InputEvent::Nothing,
+            Parsed::Rejected(reject) => InputEvent::Refused(reject.status()),
+            Parsed::Complete(head) => {
+                self.head_bytes.clear();
+                self.head_bytes
+                    .extend_from_slice(&self.read_buffer[..head.head_len]);
+                self.read_buffer.drain(..head.head_len);
+                self.scanned = 0;
+                let framing = head.framing;
+                if head.expect_continue
+                    && framing != BodyFraming::None
+                    && self.read_buffer.is_empty()
+                {
+                    self.write_buffer.extend_from_slice(encode::CONTINUE);
+                }
+                self.facts = RequestFacts {
+                    minor_version: head.minor_version,
+                    keep_alive: head.keep_alive,
+                    is_head_method: head.is_head_method,
+                };
+                self.head = Some(head);
+                match framing {
+                    BodyFraming::None => self.complete(None),
+                    BodyFraming::Length(length) => {
+                        self.body = Some(BodySink::Memory(Vec::with_capacity(
+                            (length as usize).min(config.body_in_memory),
+                        )));
+                        self.phase = Phase::Body(BodyReader::Length(length));
+                        self.interpret_body(config)
+                    }
+                    BodyFraming::Chunked => {
+                        self.body = Some(BodySink::Memory(Vec::new()));
+                        self.phase = Phase::Body(BodyReader::Chunked(ChunkedDecoder::default()));
+                        self.interpret_body(config)
+                    }
+                }
+            }
+        }
+    }
+
+    fn interpret_body(&mut self, config: &Config) -> InputEvent {
+        let Phase::Body(reader) = &mut self.phase else {
+            return InputEvent::Nothing;
+        };
+        let Some(sink) = self.body.as_mut() else {
+            return InputEvent::Refused(500);
+        };
+        let finished = match reader {
+            BodyReader::Length(remaining) => {
+                let take = (*remaining).min(self.read_buffer.len() as u64) as usize;
+                if take > 0 {
+                    if sink
+                        .append(&self.read_buffer[..take], config.body_in_memory)
+                        .is_err()
+                    {
+                        return InputEvent::Refused(500);
+                    }
+                    self.read_buffer.drain(..take);
+                    *remaining -= take as u64;
+                }
+                *remaining == 0
+            }
+            BodyReader::Chunked(decoder) => {
+                let mut decoded = Vec::new();
+                let used = match decoder.decode(&self.read_buffer, &mut decoded) {
+                    Ok(used) => used,
+                    Err(_) => return InputEvent::Refused(400),
+                };
+                self.read_buffer.drain(..used);
+                if sink.append(&decoded, config.body_in_memory).is_err() {
+                    return InputEvent::Refused(500);
+                }
+                decoder.is_done()
+            }
+        };
+        if !finished {
+            return InputEvent::Nothing;
+        }
+        let body = self.body.take().map(rewind);
+        match body {
+            Some(Err(_)) => InputEvent::Refused(500),
+            Some(Ok(body)) => self.complete(Some(body)),
+            None => self.complete(None),
+        }
+    }
+
+    fn complete(&mut self, body: Option<BodySink>) -> InputEvent {
+        let Some(head) = self.head.take() else {
+            return InputEvent::Refused(500);
+        };
+        self.request = Some(CompleteRequest { head, body });
+        self.phase = Phase::Queued;
+        self.deadline = None;
+        InputEvent::Request
+    }
+
+    /// Queues an automatic error response and arranges to close after it.
+    pub fn refuse(&mut self, status: u16, date: &[u8]) {
+        self.read_buffer.clear();
+        self.body = None;
+        self.head = None;
+        encode::encode_error(&mut self.write_buffer, status, date);
+        self.close_after_flush = true;
+        self.phase = Phase::Sending {
+            framing: OutFraming::NoBody,
+            remaining: 0,
+        };
+    }
+
+    /// Writes buffered output until done or the socket is full. Returns false when the peer is gone.
+    pub fn flush(&mut self) -> bool {
+        while self.written < self.write_buffer.len() {
+            let pending = &self.write_buffer[self.written..];
+            // SAFETY: sending from a buffer we own; MSG_NOSIGNAL turns a closed peer into EPIPE
+            // instead of a SIGPIPE that would kill the Perl process.
+            let count = unsafe {
+                libc::send(
+                    self.raw_fd(),
+                    pending.as_ptr() as *const libc::c_void,
+                    pending.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if count >= 0 {
+                self.written += count as usize;
+                continue;
+            }
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::WouldBlock => return true,
+                io::ErrorKind::Interrupted => continue,
+                _ => {
+                    self.dead = true;
+                    return false;
+                }
+            }
+        }
+        self.write_buffer.clear();
+        self.written = 0;
+        if self.write_buffer.capacity() > 4 * WRITE_HIGH_WATER {
+            self.write_buffer.shrink_to(WRITE_HIGH_WATER);
+        }
+        if self.close_after_flush && !matches!(self.phase, Phase::Lingering) {
+            if let Phase::Sending { .. } = self.phase {
+                self.start_lingering();
+            }
+        }
+        true
+    }
+
+    /// Shuts our write side (the client sees the end of the response) and discards input briefly.
+    fn start_lingering(&mut self) {
+        // SAFETY: shutdown on our own socket fd.
+        unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_WR) };
+        self.phase = Phase::Lingering;
+        self.deadline = Some(Instant::now() + LINGER);
+        self.read_buffer = Vec::new();
+        if self.peer_closed {
+            self.dead = true;
+        }
+    }
+
+    /// Appends body bytes under the current framing; extra bytes beyond a Content-Length and any
+    /// bytes of a bodiless response are dropped.
+    pub fn push_body(&mut self, data: &[u8]) {
+        let Phase::Sending { framing, remaining } = &mut self.phase else {
+            return;
+        };
+        match framing {
+            OutFraming::NoBody => {}
+            OutFraming::Length(_) => {
+                let take = (*remaining).min(data.len() as u64) as usize;
+                self.write_buffer.extend_from_slice(&data[..take]);
+                *remaining -= take as u64;
+            }
+            OutFraming::Chunked => encode::encode_chunk(&mut self.write_buffer, data),
+            OutFraming::UntilClose => self.write_buffer.extend_from_slice(data),
+        }
+    }
+
+    /// Ends the response body. Returns whether the connection may be kept alive.
+    pub fn end_body(&mut self, keep_alive: bool) -> bool {
+        let Phase::Sending { framing, remaining } = self.phase else {
+            return false;
+        };
+        let intact = match framing {
+            OutFraming::Chunked => {
+                self.write_buffer.extend_from_slice(encode::LAST_CHUNK);
+                true
+            }
+            // Fewer bytes than announced: the client would wait for the rest; only a close ends it.
+            OutFraming::Length(_) => remaining == 0,
+            OutFraming::NoBody => true,
+            OutFraming::UntilClose => false,
+        };
+        keep_alive && intact
+    }
+}
+
+/// Rewinds a spooled body so Perl reads it from the start.
+fn rewind(body: BodySink) -> io::Result<BodySink> {
+    match body {
+        BodySink::File(mut file, length) => {
+            file.rewind()?;
+            Ok(BodySink::File(file, length))
+        }
+        memory => Ok(memory),
+    }
+}

@@ -1,0 +1,1068 @@
+//! The reactor: one mio `Poll` per server, its listeners and connections, deadlines, and the
+//! hand-off of complete requests to the app. Perl drives it: the poll fd is watched by an
+//! AnyEvent io watcher that calls `poll`, and a one-second AnyEvent timer calls `tick`.
+//!
+//! Perl code re-enters the reactor (a responder called inside the app, a writer used from a
+//! timer), so state lives in a `RefCell` that is never borrowed across a call into Perl, and
+//! connections are named by slot index plus generation and looked up again after every call.
+
+use crate::conn::{BodySink, CompleteRequest, Conn, InputEvent, Phase};
+use crate::h1::encode::{self, DateCache, HeadError, OutFraming};
+use crate::limits::{Config, EVENTS_PER_POLL, WRITE_HIGH_WATER};
+use crate::perl::env::{build_env, EnvKeys, RequestView};
+use crate::perl::response::FastResponse;
+use crate::perl::{Called, Perl, HV, SV};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Listener tokens live above every possible connection slot.
+const LISTENER_TOKEN_BASE: usize = 1 << 40;
+
+/// Perl callbacks and values the reactor uses; each holds one reference of ours.
+pub struct Hooks {
+    pub app: *mut SV,
+    /// `($reactor, $id, $response, $env)`: every response the fast path does not take.
+    pub respond: *mut SV,
+    /// `($env, $error)`: report an error on psgi.errors.
+    pub log_error: *mut SV,
+    /// `($fd, $is_unix)`: an IO::Socket for psgix.io owning `$fd`.
+    pub make_io: *mut SV,
+    /// `($bytes)`: a seekable in-memory psgi.input.
+    pub input_from_string: *mut SV,
+    /// `($fd)`: a psgi.input reading a spooled body file, owning `$fd`.
+    pub input_from_fd: *mut SV,
+    /// `()`: called once when draining has finished.
+    pub drained: *mut SV,
+    /// The shared empty psgi.input.
+    pub null_input: *mut SV,
+}
+
+impl Hooks {
+    fn all(&self) -> [*mut SV; 8] {
+        [
+            self.app,
+            self.respond,
+            self.log_error,
+            self.make_io,
+            self.input_from_string,
+            self.input_from_fd,
+            self.drained,
+            self.null_input,
+        ]
+    }
+}
+
+struct Listener {
+    fd: OwnedFd,
+    /// The static part of the env for requests on this listener (a reference of ours).
+    template: *mut HV,
+    is_unix: bool,
+    /// accept failed with something other than EAGAIN (e.g. EMFILE): retry on the next tick.
+    retry: bool,
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+struct State {
+    poll: Poll,
+    events: Events,
+    config: Config,
+    listeners: Vec<Option<Listener>>,
+    slots: Vec<Slot>,
+    free_slots: Vec<usize>,
+    ready: VecDeque<u64>,
+    drains: VecDeque<u64>,
+    /// SVs to release once no borrow is held (releasing can run DESTROY).
+    releases: Vec<*mut SV>,
+    date: DateCache,
+    read_scratch: Vec<u8>,
+    draining: bool,
+    drained_reported: bool,
+    connections: usize,
+}
+
+/// Why a response call from Perl could not be carried out.
+#[derive(Debug)]
+pub enum RespondError {
+    /// The connection is closed (client gone, or already cut).
+    Gone,
+    /// A response was already started for this request.
+    AlreadyStarted,
+    Invalid(HeadError),
+}
+
+pub struct Reactor {
+    perl: Perl,
+    /// The Perl object (referent) that owns this reactor; handed to callbacks as `$reactor`.
+    self_sv: Cell<*mut SV>,
+    hooks: Hooks,
+    keys: EnvKeys,
+    state: RefCell<State>,
+    dispatching: Cell<bool>,
+    fast: RefCell<FastResponse>,
+    path_scratch: RefCell<Vec<u8>>,
+}
+
+fn make_id(index: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | index as u64
+}
+
+fn split_id(id: u64) -> (usize, u32) {
+    ((id & 0xffff_ffff) as usize, (id >> 32) as u32)
+}
+
+impl State {
+    fn conn_mut(&mut self, id: u64) -> Option<&mut Conn> {
+        let (index, generation) = split_id(id);
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation != generation {
+            return None;
+        }
+        slot.conn.as_mut()
+    }
+
+    /// Removes a connection: deregisters, closes (or, with `shutdown`, first shuts the socket
+    /// down so that a psgix.io duplicate cannot keep it open), and queues its SVs for release.
+    fn remove(&mut self, index: usize, shutdown: bool) {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        let Some(conn) = slot.conn.take() else {
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        let fd = conn.raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        if shutdown {
+            // SAFETY: shutdown on our own socket fd, which is still open.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+        self.releases.push(conn.io_handle);
+        self.releases.push(conn.drain_callback);
+        drop(conn);
+        self.free_slots.push(index);
+        self.connections -= 1;
+    }
+
+    fn reap(&mut self, index: usize) {
+        let dead = self
+            .slots
+            .get(index)
+            .and_then(|slot| slot.conn.as_ref())
+            .is_some_and(|conn| conn.dead);
+        if dead {
+            self.remove(index, true);
+        }
+    }
+
+    /// Feeds socket input to the connection's parser and acts on the outcome.
+    fn pump(&mut self, index: usize) {
+        let now = Instant::now();
+        let State {
+            slots,
+            config,
+            read_scratch,
+            date,
+            ready,
+            ..
+        } = self;
+        let slot = &mut slots[index];
+        let generation = slot.generation;
+        let Some(conn) = slot.conn.as_mut() else {
+            return;
+        };
+        match conn.pump_input(config, read_scratch, now) {
+            InputEvent::Nothing => {}
+            InputEvent::Request => ready.push_back(make_id(index, generation)),
+            InputEvent::Gone => conn.dead = true,
+            InputEvent::Refused(status) => {
+                conn.refuse(status, date.get());
+                conn.flush();
+            }
+        }
+        self.reap(index);
+    }
+
+    fn flush(&mut self, index: usize) {
+        let generation = self.slots[index].generation;
+        let Some(conn) = self.slots[index].conn.as_mut() else {
+            return;
+        };
+        conn.flush();
+        if conn.pending_output() == 0 && !conn.drain_callback.is_null() {
+            self.drains.push_back(make_id(index, generation));
+        }
+        let lingering_and_closed = matches!(conn.phase, Phase::Lingering) && conn.peer_closed;
+        if lingering_and_closed {
+            conn.dead = true;
+        }
+        self.reap(index);
+    }
+
+    /// After a response is complete: keep the connection for the next request, or close it.
+    fn finish_exchange(&mut self, index: usize, keep_alive: bool) {
+        let keep_alive = keep_alive && !self.draining;
+        let keepalive_timeout = self.config.keepalive_timeout;
+        let Some(conn) = self.slots[index].conn.as_mut() else {
+            return;
+        };
+        if keep_alive {
+            conn.phase = Phase::Head;
+            conn.deadline = keepalive_timeout.map(|timeout| Instant::now() + timeout);
+            self.flush(index);
+            self.pump(index);
+        } else {
+            conn.phase = Phase::Sending {
+                framing: OutFraming::NoBody,
+                remaining: 0,
+            };
+            conn.close_after_flush = true;
+            self.flush(index);
+        }
+    }
+}
+
+impl Reactor {
+    pub fn new(perl: Perl, hooks: Hooks, config: Config) -> io::Result<Reactor> {
+        let read_scratch = vec![0u8; config.read_chunk_size.max(4096)];
+        let state = State {
+            poll: Poll::new()?,
+            events: Events::with_capacity(EVENTS_PER_POLL),
+            config,
+            listeners: Vec::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            ready: VecDeque::new(),
+            drains: VecDeque::new(),
+            releases: Vec::new(),
+            date: DateCache::default(),
+            read_scratch,
+            draining: false,
+            drained_reported: false,
+            connections: 0,
+        };
+        Ok(Reactor {
+            perl,
+            self_sv: Cell::new(std::ptr::null_mut()),
+            hooks,
+            keys: EnvKeys::new(perl),
+            state: RefCell::new(state),
+            dispatching: Cell::new(false),
+            fast: RefCell::new(FastResponse::default()),
+            path_scratch: RefCell::new(Vec::new()),
+        })
+    }
+
+    pub fn perl(&self) -> Perl {
+        self.perl
+    }
+
+    /// A response whose parts Perl has normalised to plain strings: the whole response when
+    /// `body` is an array reference, the head of a stream when it is null. None when a part
+    /// is not plain after all.
+    pub fn respond_from_perl(
+        &self,
+        id: u64,
+        status: *mut SV,
+        headers: *mut SV,
+        body: *mut SV,
+    ) -> Option<Result<(), RespondError>> {
+        let mut fast = FastResponse::default();
+        if !fast.read_parts(self.perl, status, headers, body) {
+            return None;
+        }
+        Some(if body.is_null() {
+            self.start_stream(id, fast.status, &fast.headers)
+        } else {
+            self.respond(id, fast.status, &fast.headers, &fast.body, fast.body_length)
+        })
+    }
+
+    pub fn set_self(&self, referent: *mut SV) {
+        self.self_sv.set(referent);
+    }
+
+    pub fn poll_fd(&self) -> RawFd {
+        self.state.borrow().poll.as_raw_fd()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.state.borrow().connections
+    }
+
+    /// Takes ownership of a listening socket `fd` and serves it with the env `template`.
+    pub fn add_listener(&self, fd: RawFd, template: *mut HV, is_unix: bool) -> io::Result<()> {
+        // SAFETY: Perl hands over a listening socket it will not close itself.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_nonblocking(fd)?;
+        let mut state = self.state.borrow_mut();
+        let index = state.listeners.len();
+        state.poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(LISTENER_TOKEN_BASE + index),
+            Interest::READABLE,
+        )?;
+        self.perl.inc(template as *mut SV);
+        state.listeners.push(Some(Listener {
+            fd: owned,
+            template,
+            is_unix,
+            retry: false,
+        }));
+        Ok(())
+    }
+
+    /// One round of I/O: everything that is ready now, then the app for complete requests.
+    pub fn poll(&self) -> io::Result<()> {
+        let mut ready_tokens: Vec<(usize, bool, bool, bool)> = Vec::new();
+        {
+            let mut state = self.state.borrow_mut();
+            let State { poll, events, .. } = &mut *state;
+            match poll.poll(events, Some(Duration::ZERO)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+            for event in events.iter() {
+                let gone = event.is_error() || (event.is_read_closed() && event.is_write_closed());
+                ready_tokens.push((
+                    event.token().0,
+                    event.is_readable() || event.is_read_closed(),
+                    event.is_writable(),
+                    gone,
+                ));
+            }
+        }
+        for (token, readable, writable, gone) in ready_tokens {
+            if token >= LISTENER_TOKEN_BASE {
+                self.accept_all(token - LISTENER_TOKEN_BASE);
+            } else {
+                self.connection_event(token, readable, writable, gone);
+            }
+        }
+        self.run_queues();
+        Ok(())
+    }
+
+    fn connection_event(&self, index: usize, readable: bool, writable: bool, gone: bool) {
+        let mut state = self.state.borrow_mut();
+        let Some(conn) = state
+            .slots
+            .get_mut(index)
+            .and_then(|slot| slot.conn.as_mut())
+        else {
+            return;
+        };
+        if gone
+            && matches!(
+                conn.phase,
+                Phase::App | Phase::Sending { .. } | Phase::Queued
+            )
+        {
+            // Both directions closed while the app works: only this connection pays.
+            conn.dead = true;
+            state.reap(index);
+            return;
+        }
+        if readable {
+            conn.read_blocked = false;
+        }
+        if writable {
+            state.flush(index);
+        }
+        if readable {
+            state.pump(index);
+        }
+    }
+
+    fn accept_all(&self, listener_index: usize) {
+        let mut state = self.state.borrow_mut();
+        let no_delay = state.config.no_delay;
+        let read_timeout = state.config.read_timeout;
+        loop {
+            let Some(listener) = state
+                .listeners
+                .get_mut(listener_index)
+                .and_then(Option::as_mut)
+            else {
+                return;
+            };
+            listener.retry = false;
+            let is_unix = listener.is_unix;
+            let (fd, peer) = match accept(listener.fd.as_raw_fd()) {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                Err(_) => {
+                    // EMFILE, ENFILE, ENOBUFS...: the pending connection stays in the backlog;
+                    // retry on the next tick instead of spinning.
+                    listener.retry = true;
+                    return;
+                }
+            };
+            if no_delay && !is_unix {
+                set_no_delay(fd.as_raw_fd());
+            }
+            let (remote_addr, remote_port) = match peer {
+                Some(address) => (address.ip().to_string().into_bytes(), address.port()),
+                None => (b"unix/".to_vec(), 0),
+            };
+            let index = match state.free_slots.pop() {
+                Some(index) => index,
+                None => {
+                    state.slots.push(Slot {
+                        generation: 1,
+                        conn: None,
+                    });
+                    state.slots.len() - 1
+                }
+            };
+            let raw = fd.as_raw_fd();
+            let registered = state.poll.registry().register(
+                &mut SourceFd(&raw),
+                Token(index),
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if registered.is_err() {
+                state.free_slots.push(index);
+                continue;
+            }
+            let mut conn = Conn::new(fd, listener_index, remote_addr, remote_port, is_unix);
+            conn.deadline = read_timeout.map(|timeout| Instant::now() + timeout);
+            state.slots[index].conn = Some(conn);
+            state.connections += 1;
+        }
+    }
+
+    /// Expires deadlines and retries paused listeners; called about once a second.
+    pub fn tick(&self) {
+        {
+            let mut state = self.state.borrow_mut();
+            let now = Instant::now();
+            for index in 0..state.slots.len() {
+                let State { slots, date, .. } = &mut *state;
+                let Some(conn) = slots[index].conn.as_mut() else {
+                    continue;
+                };
+                if conn.deadline.is_none_or(|deadline| deadline > now) {
+                    continue;
+                }
+                conn.deadline = None;
+                match conn.phase {
+                    Phase::Head if conn.read_buffer.is_empty() => conn.dead = true,
+                    // RFC 9110 15.5.9: the client took too long to send its request.
+                    Phase::Head | Phase::Body(_) => conn.refuse(408, date.get()),
+                    Phase::Lingering => conn.dead = true,
+                    _ => {}
+                }
+                state.flush(index);
+            }
+        }
+        let retry: Vec<usize> = {
+            let state = self.state.borrow();
+            state
+                .listeners
+                .iter()
+                .enumerate()
+                .filter(|(_, listener)| listener.as_ref().is_some_and(|listener| listener.retry))
+                .map(|(index, _)| index)
+                .collect()
+        };
+        for index in retry {
+            self.accept_all(index);
+        }
+        self.run_queues();
+    }
+
+    /// Stops accepting, closes idle connections, and lets the others finish their exchange.
+    pub fn drain(&self) {
+        {
+            let mut state = self.state.borrow_mut();
+            state.draining = true;
+            let listeners: Vec<Listener> = state
+                .listeners
+                .iter_mut()
+                .filter_map(Option::take)
+                .collect();
+            for listener in listeners {
+                let raw = listener.fd.as_raw_fd();
+                let _ = state.poll.registry().deregister(&mut SourceFd(&raw));
+                state.releases.push(listener.template as *mut SV);
+            }
+            for index in 0..state.slots.len() {
+                if state.slots[index].conn.as_ref().is_some_and(Conn::is_idle) {
+                    state.remove(index, true);
+                }
+            }
+        }
+        self.run_queues();
+    }
+
+    /// Dispatches queued requests and drain callbacks until none are left. Not re-entered:
+    /// a nested call (from Perl code running inside a dispatch) leaves the work to the outer one.
+    fn run_queues(&self) {
+        if !self.dispatching.replace(true) {
+            loop {
+                let (request, drain) = {
+                    let mut state = self.state.borrow_mut();
+                    let request = state.ready.pop_front();
+                    let drain = if request.is_none() {
+                        state.drains.pop_front()
+                    } else {
+                        None
+                    };
+                    (request, drain)
+                };
+                if let Some(id) = request {
+                    self.dispatch(id);
+                } else if let Some(id) = drain {
+                    self.run_drain_callback(id);
+                } else {
+                    break;
+                }
+            }
+            self.dispatching.set(false);
+        }
+        self.release_deferred();
+        self.report_drained();
+    }
+
+    fn release_deferred(&self) {
+        loop {
+            let releases = std::mem::take(&mut self.state.borrow_mut().releases);
+            if releases.is_empty() {
+                return;
+            }
+            for value in releases {
+                self.perl.dec(value);
+            }
+        }
+    }
+
+    fn report_drained(&self) {
+        let report = {
+            let mut state = self.state.borrow_mut();
+            let report = state.draining
+                && state.connections == 0
+                && !state.drained_reported
+                && !self.dispatching.get();
+            if report {
+                state.drained_reported = true;
+            }
+            report
+        };
+        if report {
+            self.perl.enter_scope();
+            if let Called::Died(error) = self.perl.call(self.hooks.drained, &[]) {
+                self.log_error(std::ptr::null_mut(), error);
+            }
+            self.perl.leave_scope();
+        }
+    }
+
+    fn run_drain_callback(&self, id: u64) {
+        let callback = {
+            let mut state = self.state.borrow_mut();
+            match state.conn_mut(id) {
+                Some(conn) => std::mem::replace(&mut conn.drain_callback, std::ptr::null_mut()),
+                None => std::ptr::null_mut(),
+            }
+        };
+        if callback.is_null() {
+            return;
+        }
+        self.perl.enter_scope();
+        if let Called::Died(error) = self.perl.call(callback, &[]) {
+            self.log_error(std::ptr::null_mut(), error);
+            self.cut(id);
+        }
+        self.perl.leave_scope();
+        self.perl.dec(callback);
+    }
+
+    /// Hands one complete request to the app.
+    fn dispatch(&self, id: u64) {
+        let taken = {
+            let mut state = self.state.borrow_mut();
+            let Some(conn) = state.conn_mut(id) else {
+                return;
+            };
+            let Some(request) = conn.take_request() else {
+                return;
+            };
+            conn.phase = Phase::App;
+            let head_bytes = std::mem::take(&mut conn.head_bytes);
+            let needs_io = conn.io_handle.is_null();
+            let duplicate = if needs_io {
+                duplicate_fd(conn.raw_fd())
+            } else {
+                None
+            };
+            let remote = (conn.remote_addr.clone(), conn.remote_port, conn.is_unix);
+            let listener = conn.listener;
+            let template = state
+                .listeners
+                .get(listener)
+                .and_then(Option::as_ref)
+                .map(|listener| listener.template);
+            (request, head_bytes, duplicate, remote, template)
+        };
+        let (request, head_bytes, duplicate, (remote_addr, remote_port, is_unix), template) = taken;
+        let perl = self.perl;
+        // A request on a listener that was closed by draining still needs an env: any template
+        // with the static keys will do, and the first live one is as good as the stale one.
+        let Some(template) = template.or_else(|| self.any_template()) else {
+            self.cut(id);
+            return;
+        };
+        perl.enter_scope();
+        if let Some(fd) = duplicate {
+            let io = self.make_io(fd, is_unix);
+            let mut state = self.state.borrow_mut();
+            match state.conn_mut(id) {
+                Some(conn) if !io.is_null() => conn.io_handle = perl.inc(io),
+                _ => {}
+            }
+        }
+        let io = {
+            let mut state = self.state.borrow_mut();
+            state
+                .conn_mut(id)
+                .map(|conn| conn.io_handle)
+                .unwrap_or(std::ptr::null_mut())
+        };
+        let io_value = if io.is_null() {
+            std::ptr::null_mut()
+        } else {
+            perl.copy(io)
+        };
+        let CompleteRequest { head, body } = request;
+        let body_length = body.as_ref().map(BodySink::length);
+        let input = self.make_input(body);
+        let env = {
+            let mut scratch = self.path_scratch.borrow_mut();
+            let view = RequestView {
+                head: &head,
+                head_bytes: &head_bytes,
+                body_length,
+                remote_addr: &remote_addr,
+                remote_port,
+            };
+            build_env(
+                perl,
+                &self.keys,
+                template,
+                &view,
+                input,
+                io_value,
+                &mut scratch,
+            )
+        };
+        // SAFETY: `env` is our new HV; the mortal reference owns it from here on.
+        let env_ref =
+            perl.mortal(unsafe { libperl_sys::thx::Perl_newRV_noinc(perl.0, env as *mut SV) });
+        match perl.call(self.hooks.app, &[env_ref]) {
+            Called::Died(error) => self.app_failed(id, env_ref, error),
+            Called::Returned(response) => self.take_response(id, env_ref, response),
+        }
+        perl.leave_scope();
+        let mut state = self.state.borrow_mut();
+        if let Some(conn) = state.conn_mut(id) {
+            if conn.head_bytes.is_empty() {
+                let mut reused = head_bytes;
+                reused.clear();
+                conn.head_bytes = reused;
+            }
+        }
+    }
+
+    fn any_template(&self) -> Option<*mut HV> {
+        // Drained listeners' templates are released only after the queues run, so the last
+        // template seen is kept alive by `releases` until then.
+        let state = self.state.borrow();
+        state
+            .listeners
+            .iter()
+            .flatten()
+            .map(|listener| listener.template)
+            .next()
+            .or_else(|| {
+                state
+                    .releases
+                    .iter()
+                    .copied()
+                    .find(|value| !value.is_null())
+                    .map(|value| value as *mut HV)
+            })
+    }
+
+    fn make_io(&self, fd: RawFd, is_unix: bool) -> *mut SV {
+        let perl = self.perl;
+        let arguments = [
+            perl.mortal(perl.new_int(i64::from(fd))),
+            perl.mortal(perl.new_int(i64::from(is_unix))),
+        ];
+        match perl.call(self.hooks.make_io, &arguments) {
+            Called::Returned(handle) => handle,
+            Called::Died(error) => {
+                self.log_error(std::ptr::null_mut(), error);
+                std::ptr::null_mut()
+            }
+        }
+    }
+
+    /// psgi.input for the request: the shared empty handle, or one made by Perl over the body.
+    fn make_input(&self, body: Option<BodySink>) -> *mut SV {
+        let perl = self.perl;
+        let called = match body {
+            None => return perl.copy(self.hooks.null_input),
+            Some(BodySink::Memory(bytes)) => {
+                let data = perl.mortal(perl.new_string(&bytes));
+                perl.call(self.hooks.input_from_string, &[data])
+            }
+            Some(BodySink::File(file, _)) => {
+                let fd = perl.mortal(perl.new_int(i64::from(file.into_raw_fd())));
+                perl.call(self.hooks.input_from_fd, &[fd])
+            }
+        };
+        match called {
+            Called::Returned(handle) if !handle.is_null() => perl.copy(handle),
+            Called::Returned(_) => perl.copy(self.hooks.null_input),
+            Called::Died(error) => {
+                self.log_error(std::ptr::null_mut(), error);
+                perl.copy(self.hooks.null_input)
+            }
+        }
+    }
+
+    /// Reads the app's response on the fast path, or hands it to Perl.
+    fn take_response(&self, id: u64, env_ref: *mut SV, response: *mut SV) {
+        let fast_result = {
+            let mut fast = self.fast.borrow_mut();
+            if fast.read(self.perl, response) {
+                Some(self.respond(id, fast.status, &fast.headers, &fast.body, fast.body_length))
+            } else {
+                None
+            }
+        };
+        match fast_result {
+            Some(Ok(())) | Some(Err(RespondError::Gone)) => {}
+            Some(Err(RespondError::Invalid(error))) => {
+                let message = self
+                    .perl
+                    .mortal(self.perl.new_string(error.message().as_bytes()));
+                self.app_failed(id, env_ref, message);
+            }
+            Some(Err(RespondError::AlreadyStarted)) => {}
+            None => {
+                let perl = self.perl;
+                let reactor = perl.mortal(perl.new_ref(self.self_sv.get()));
+                let id_sv = perl.mortal(perl.new_int(id as i64));
+                if let Called::Died(error) =
+                    perl.call(self.hooks.respond, &[reactor, id_sv, response, env_ref])
+                {
+                    self.app_failed(id, env_ref, error);
+                }
+            }
+        }
+    }
+
+    /// The app died or answered nonsense: log it, then 500 if nothing was sent, else cut.
+    pub fn app_failed(&self, id: u64, env_ref: *mut SV, error: *mut SV) {
+        self.log_error(env_ref, error);
+        self.fail(id);
+    }
+
+    pub fn fail(&self, id: u64) {
+        let not_started = {
+            let mut state = self.state.borrow_mut();
+            state
+                .conn_mut(id)
+                .is_some_and(|conn| matches!(conn.phase, Phase::App))
+        };
+        if not_started {
+            let body = encode::reason_phrase(500).as_bytes();
+            let headers: [(&[u8], &[u8]); 1] = [(b"Content-Type", b"text/plain")];
+            let _ = self.respond(id, 500, &headers, &[body], body.len() as u64);
+        } else {
+            self.cut(id);
+        }
+    }
+
+    fn log_error(&self, env_ref: *mut SV, error: *mut SV) {
+        let perl = self.perl;
+        let env_argument = if env_ref.is_null() {
+            perl.mortal(perl.new_string(b""))
+        } else {
+            env_ref
+        };
+        if let Called::Died(_) = perl.call(self.hooks.log_error, &[env_argument, error]) {
+            // The logger itself failed; there is nowhere left to report to.
+        }
+    }
+
+    /// A complete response with the whole body in hand.
+    pub fn respond<H: AsRef<[u8]>, B: AsRef<[u8]>>(
+        &self,
+        id: u64,
+        status: u16,
+        headers: &[(H, H)],
+        body: &[B],
+        body_length: u64,
+    ) -> Result<(), RespondError> {
+        let mut state = self.state.borrow_mut();
+        let draining = state.draining;
+        let State { slots, date, .. } = &mut *state;
+        let (index, _) = split_id(id);
+        let conn = match slots.get_mut(index) {
+            Some(slot) if make_id(index, slot.generation) == id => slot.conn.as_mut(),
+            _ => None,
+        }
+        .ok_or(RespondError::Gone)?;
+        if !matches!(conn.phase, Phase::App) {
+            return Err(RespondError::AlreadyStarted);
+        }
+        let mut facts = conn.facts;
+        facts.keep_alive &= !draining;
+        let plan = encode::encode_head(
+            &mut conn.write_buffer,
+            status,
+            headers,
+            Some(body_length),
+            facts,
+            date.get(),
+        )
+        .map_err(RespondError::Invalid)?;
+        conn.phase = Phase::Sending {
+            framing: plan.framing,
+            remaining: framing_length(plan.framing),
+        };
+        for chunk in body {
+            conn.push_body(chunk.as_ref());
+        }
+        let keep_alive = conn.end_body(plan.keep_alive);
+        state.finish_exchange(index, keep_alive);
+        drop(state);
+        self.run_queues();
+        Ok(())
+    }
+
+    /// Sends the head of a streamed response; the body follows through `write`.
+    pub fn start_stream<H: AsRef<[u8]>>(
+        &self,
+        id: u64,
+        status: u16,
+        headers: &[(H, H)],
+    ) -> Result<(), RespondError> {
+        let mut state = self.state.borrow_mut();
+        let draining = state.draining;
+        let State { slots, date, .. } = &mut *state;
+        let (index, _) = split_id(id);
+        let conn = match slots.get_mut(index) {
+            Some(slot) if make_id(index, slot.generation) == id => slot.conn.as_mut(),
+            _ => None,
+        }
+        .ok_or(RespondError::Gone)?;
+        if !matches!(conn.phase, Phase::App) {
+            return Err(RespondError::AlreadyStarted);
+        }
+        let mut facts = conn.facts;
+        facts.keep_alive &= !draining;
+        let plan = encode::encode_head(
+            &mut conn.write_buffer,
+            status,
+            headers,
+            None,
+            facts,
+            date.get(),
+        )
+        .map_err(RespondError::Invalid)?;
+        conn.facts.keep_alive = plan.keep_alive;
+        conn.phase = Phase::Sending {
+            framing: plan.framing,
+            remaining: framing_length(plan.framing),
+        };
+        state.flush(index);
+        Ok(())
+    }
+
+    /// Appends streamed body bytes. Ok(true) while the output buffer is below the high-water mark.
+    pub fn write(&self, id: u64, data: &[u8]) -> Result<bool, RespondError> {
+        let mut state = self.state.borrow_mut();
+        let (index, _) = split_id(id);
+        let conn = state.conn_mut(id).ok_or(RespondError::Gone)?;
+        if conn.dead || !matches!(conn.phase, Phase::Sending { .. }) || conn.close_after_flush {
+            return Err(RespondError::Gone);
+        }
+        conn.push_body(data);
+        state.flush(index);
+        let conn = state.conn_mut(id).ok_or(RespondError::Gone)?;
+        Ok(conn.pending_output() <= WRITE_HIGH_WATER)
+    }
+
+    /// Ends a streamed body.
+    pub fn close_stream(&self, id: u64) -> Result<(), RespondError> {
+        {
+            let mut state = self.state.borrow_mut();
+            let (index, _) = split_id(id);
+            let conn = state.conn_mut(id).ok_or(RespondError::Gone)?;
+            if !matches!(conn.phase, Phase::Sending { .. }) {
+                return Err(RespondError::Gone);
+            }
+            let keep_alive = conn.facts.keep_alive;
+            let keep_alive = conn.end_body(keep_alive);
+            state.finish_exchange(index, keep_alive);
+        }
+        self.run_queues();
+        Ok(())
+    }
+
+    /// Runs `callback` (a reference we now own) once the output buffer has drained.
+    pub fn on_drain(&self, id: u64, callback: *mut SV) -> Result<(), RespondError> {
+        let mut state = self.state.borrow_mut();
+        let (index, _) = split_id(id);
+        let (previous, drained) = match state.conn_mut(id) {
+            Some(conn) => (
+                std::mem::replace(&mut conn.drain_callback, callback),
+                conn.pending_output() == 0,
+            ),
+            None => {
+                state.releases.push(callback);
+                return Err(RespondError::Gone);
+            }
+        };
+        state.releases.push(previous);
+        if drained {
+            let generation = state.slots[index].generation;
+            state.drains.push_back(make_id(index, generation));
+        }
+        Ok(())
+    }
+
+    /// Cuts the connection: no more bytes, the client sees an incomplete response.
+    pub fn cut(&self, id: u64) {
+        let mut state = self.state.borrow_mut();
+        let (index, _) = split_id(id);
+        if state.conn_mut(id).is_some() {
+            state.remove(index, true);
+        }
+    }
+
+    /// The app has let go of a request without answering (its responder is gone): close our
+    /// descriptor only, so a socket the app took over through psgix.io stays open for it.
+    pub fn forget(&self, id: u64) {
+        let mut state = self.state.borrow_mut();
+        let (index, _) = split_id(id);
+        let waiting = state
+            .conn_mut(id)
+            .is_some_and(|conn| matches!(conn.phase, Phase::App));
+        if waiting {
+            state.remove(index, false);
+        }
+    }
+
+    pub fn release_all(&self) {
+        {
+            let mut state = self.state.borrow_mut();
+            for index in 0..state.slots.len() {
+                state.remove(index, true);
+            }
+            let listeners: Vec<Listener> = state
+                .listeners
+                .iter_mut()
+                .filter_map(Option::take)
+                .collect();
+            for listener in listeners {
+                state.releases.push(listener.template as *mut SV);
+            }
+        }
+        self.release_deferred();
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        self.release_all();
+        for hook in self.hooks.all() {
+            self.perl.dec(hook);
+        }
+        self.keys.release(self.perl);
+    }
+}
+
+fn framing_length(framing: OutFraming) -> u64 {
+    match framing {
+        OutFraming::Length(length) => length,
+        _ => 0,
+    }
+}
+
+fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    // SAFETY: sockaddr_storage is plain data; zeroed is a valid initial value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: accept4 writes at most `length` bytes into `storage` and returns a new fd we own.
+    let fd = unsafe {
+        libc::accept4(
+            listener,
+            &mut storage as *mut libc::sockaddr_storage as *mut libc::sockaddr,
+            &mut length,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor from accept4.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `storage` was filled by accept4 with `length` valid bytes.
+    let address = unsafe {
+        socket2::SockAddr::new(
+            std::mem::transmute::<libc::sockaddr_storage, socket2::SockAddrStorage>(storage),
+            length,
+        )
+    };
+    Ok((owned, address.as_socket()))
+}
+
+fn set_no_delay(fd: RawFd) {
+    let enable: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option value on our own socket.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &enable as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl flag read and write on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A close-on-exec duplicate of a connection's fd, for the psgix.io handle.
+fn duplicate_fd(fd: RawFd) -> Option<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor or -1.
+    let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    (duplicate >= 0).then_some(duplicate)
+}

@@ -1,0 +1,251 @@
+/* Entry points only: each XSUB unpacks its Perl arguments, calls the Rust core, and croaks
+ * with the core's message on failure. Croaking here is safe: the Rust call has returned, so
+ * no Rust frame is between this XSUB and the caller's eval. */
+
+#define PERL_NO_GET_CONTEXT
+#include "EXTERN.h"
+#include "perl.h"
+#include "XSUB.h"
+
+#include <stdint.h>
+
+#ifdef MULTIPLICITY
+#  define TWIGGY_THX aTHX
+#else
+#  define TWIGGY_THX PL_curinterp
+#endif
+
+typedef struct twiggy_reactor twiggy_reactor;
+typedef twiggy_reactor *Twiggy__Reactor;
+
+extern const char *twiggy_last_error(void);
+extern twiggy_reactor *twiggy_reactor_new(PerlInterpreter *, SV *, double, double, size_t, int, size_t, size_t);
+extern void twiggy_reactor_set_self(twiggy_reactor *, SV *);
+extern void twiggy_reactor_free(twiggy_reactor *);
+extern int twiggy_reactor_fd(twiggy_reactor *);
+extern size_t twiggy_reactor_connections(twiggy_reactor *);
+extern int twiggy_reactor_add_listener(twiggy_reactor *, int, SV *, int);
+extern int twiggy_reactor_poll(twiggy_reactor *);
+extern void twiggy_reactor_tick(twiggy_reactor *);
+extern void twiggy_reactor_drain(twiggy_reactor *);
+extern int twiggy_reactor_respond(twiggy_reactor *, uint64_t, SV *, SV *, SV *);
+extern int twiggy_reactor_start_stream(twiggy_reactor *, uint64_t, SV *, SV *);
+extern int twiggy_reactor_write(twiggy_reactor *, uint64_t, const char *, size_t);
+extern int twiggy_reactor_close_stream(twiggy_reactor *, uint64_t);
+extern int twiggy_reactor_on_drain(twiggy_reactor *, uint64_t, SV *);
+extern void twiggy_reactor_cut(twiggy_reactor *, uint64_t);
+extern void twiggy_reactor_forget(twiggy_reactor *, uint64_t);
+extern void twiggy_reactor_fail(twiggy_reactor *, uint64_t);
+extern int twiggy_listen_tcp(const char *, size_t, uint16_t, int, uint16_t *, char *, size_t);
+extern int twiggy_listen_unix(const char *, size_t, int);
+
+/* Response calls: 1 done, 0 connection gone; negative values croak. */
+static int
+checked(pTHX_ int status)
+{
+    if (status < 0)
+        croak("Twiggy: %s", twiggy_last_error());
+    return status;
+}
+
+MODULE = Twiggy  PACKAGE = Twiggy::Reactor
+
+PROTOTYPES: DISABLE
+
+SV *
+_new(class, hooks, read_timeout, keepalive_timeout, read_chunk_size, no_delay, max_head_bytes, body_in_memory)
+    const char *class
+    SV *hooks
+    double read_timeout
+    double keepalive_timeout
+    UV read_chunk_size
+    int no_delay
+    UV max_head_bytes
+    UV body_in_memory
+  PREINIT:
+    twiggy_reactor *reactor;
+  CODE:
+    reactor = twiggy_reactor_new(TWIGGY_THX, hooks, read_timeout, keepalive_timeout,
+                                 (size_t)read_chunk_size, no_delay, (size_t)max_head_bytes,
+                                 (size_t)body_in_memory);
+    if (!reactor)
+        croak("Twiggy: %s", twiggy_last_error());
+    RETVAL = sv_setref_pv(newSV(0), class, (void *)reactor);
+    twiggy_reactor_set_self(reactor, SvRV(RETVAL));
+  OUTPUT:
+    RETVAL
+
+void
+DESTROY(self)
+    Twiggy::Reactor self
+  CODE:
+    twiggy_reactor_free(self);
+
+int
+fd(self)
+    Twiggy::Reactor self
+  CODE:
+    RETVAL = twiggy_reactor_fd(self);
+  OUTPUT:
+    RETVAL
+
+UV
+connections(self)
+    Twiggy::Reactor self
+  CODE:
+    RETVAL = (UV)twiggy_reactor_connections(self);
+  OUTPUT:
+    RETVAL
+
+void
+add_listener(self, fd, template, is_unix)
+    Twiggy::Reactor self
+    int fd
+    SV *template
+    int is_unix
+  CODE:
+    if (twiggy_reactor_add_listener(self, fd, template, is_unix) < 0)
+        croak("Twiggy: %s", twiggy_last_error());
+
+void
+poll(self)
+    Twiggy::Reactor self
+  CODE:
+    if (twiggy_reactor_poll(self) < 0)
+        croak("Twiggy: %s", twiggy_last_error());
+
+void
+tick(self)
+    Twiggy::Reactor self
+  CODE:
+    twiggy_reactor_tick(self);
+
+void
+drain(self)
+    Twiggy::Reactor self
+  CODE:
+    twiggy_reactor_drain(self);
+
+int
+respond(self, id, status, headers, body)
+    Twiggy::Reactor self
+    uint64_t id
+    SV *status
+    SV *headers
+    SV *body
+  CODE:
+    RETVAL = checked(aTHX_ twiggy_reactor_respond(self, id, status, headers, body));
+  OUTPUT:
+    RETVAL
+
+int
+start_stream(self, id, status, headers)
+    Twiggy::Reactor self
+    uint64_t id
+    SV *status
+    SV *headers
+  CODE:
+    RETVAL = checked(aTHX_ twiggy_reactor_start_stream(self, id, status, headers));
+  OUTPUT:
+    RETVAL
+
+int
+write(self, id, data)
+    Twiggy::Reactor self
+    uint64_t id
+    SV *data
+  PREINIT:
+    STRLEN length;
+    const char *bytes;
+  CODE:
+    bytes = SvPVbyte(data, length);
+    RETVAL = twiggy_reactor_write(self, id, bytes, (size_t)length);
+  OUTPUT:
+    RETVAL
+
+int
+close_stream(self, id)
+    Twiggy::Reactor self
+    uint64_t id
+  CODE:
+    RETVAL = twiggy_reactor_close_stream(self, id);
+    if (RETVAL < 0)
+        RETVAL = 0;
+  OUTPUT:
+    RETVAL
+
+int
+on_drain(self, id, callback)
+    Twiggy::Reactor self
+    uint64_t id
+    SV *callback
+  CODE:
+    RETVAL = twiggy_reactor_on_drain(self, id, newSVsv(callback));
+    if (RETVAL < 0)
+        RETVAL = 0;
+  OUTPUT:
+    RETVAL
+
+void
+cut(self, id)
+    Twiggy::Reactor self
+    uint64_t id
+  CODE:
+    twiggy_reactor_cut(self, id);
+
+void
+forget(self, id)
+    Twiggy::Reactor self
+    uint64_t id
+  CODE:
+    twiggy_reactor_forget(self, id);
+
+void
+fail(self, id)
+    Twiggy::Reactor self
+    uint64_t id
+  CODE:
+    twiggy_reactor_fail(self, id);
+
+void
+listen_tcp(class, host, port, backlog)
+    const char *class
+    SV *host
+    int port
+    int backlog
+  PREINIT:
+    STRLEN length;
+    const char *bytes;
+    uint16_t bound_port = 0;
+    char bound_host[128];
+    int fd;
+  PPCODE:
+    PERL_UNUSED_VAR(class);
+    bytes = SvPVbyte(host, length);
+    if (port < 0 || port > 65535)
+        croak("Twiggy: port %d is out of range", port);
+    fd = twiggy_listen_tcp(bytes, (size_t)length, (uint16_t)port, backlog, &bound_port,
+                           bound_host, sizeof bound_host);
+    if (fd < 0)
+        croak("Twiggy: %s", twiggy_last_error());
+    EXTEND(SP, 3);
+    mPUSHi(fd);
+    mPUSHp(bound_host, strlen(bound_host));
+    mPUSHi(bound_port);
+
+int
+listen_unix(class, path, backlog)
+    const char *class
+    SV *path
+    int backlog
+  PREINIT:
+    STRLEN length;
+    const char *bytes;
+  CODE:
+    PERL_UNUSED_VAR(class);
+    bytes = SvPVbyte(path, length);
+    RETVAL = twiggy_listen_unix(bytes, (size_t)length, backlog);
+    if (RETVAL < 0)
+        croak("Twiggy: %s", twiggy_last_error());
+  OUTPUT:
+    RETVAL
