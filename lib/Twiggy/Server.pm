@@ -178,6 +178,9 @@ sub _drained {
 
 sub run {
     my ($self, $app) = @_;
+    # An app writing to a socket its client has closed (psgix.io) must get EPIPE, not die of
+    # SIGPIPE; the core itself never raises it. A handler the app installed is left alone.
+    local $SIG{PIPE} = 'IGNORE' if !$SIG{PIPE} || $SIG{PIPE} eq 'DEFAULT';
     $self->register_service($app);
     my $quit; $quit = AE::signal QUIT => sub { undef $quit; $self->graceful_stop };
     $self->{exit_guard}->recv;

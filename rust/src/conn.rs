@@ -125,6 +125,9 @@ pub struct Conn {
     written: usize,
     /// A short read or EAGAIN was seen and no readiness edge arrived since.
     pub read_blocked: bool,
+    /// The poller reported the peer's write side closed: read on to the EOF even after a
+    /// short read, since data and FIN can arrive in one edge.
+    pub hangup_reported: bool,
     pub peer_closed: bool,
     pub close_after_flush: bool,
     /// Drop the connection at the next opportunity (error or peer gone).
@@ -162,6 +165,7 @@ impl Conn {
             write_buffer: Vec::new(),
             written: 0,
             read_blocked: false,
+            hangup_reported: false,
             peer_closed: false,
             close_after_flush: false,
             dead: false,
@@ -206,7 +210,7 @@ impl Conn {
     /// stops reading. `scratch` is the reactor's shared read buffer.
     pub fn pump_input(&mut self, config: &Config, scratch: &mut [u8], now: Instant) -> InputEvent {
         loop {
-            let event = self.interpret(config, now);
+            let event = self.interpret(config);
             if event != InputEvent::Nothing {
                 return event;
             }
@@ -220,7 +224,8 @@ impl Conn {
                     return InputEvent::Gone;
                 }
                 Ok(count) => {
-                    if count < scratch.len() {
+                    // epoll(7): a short read on a stream socket means it is drained for now.
+                    if count < scratch.len() && !self.hangup_reported {
                         self.read_blocked = true;
                     }
                     if matches!(self.phase, Phase::Lingering) {
@@ -271,17 +276,10 @@ impl Conn {
     }
 
     /// Makes progress on buffered bytes without reading.
-    fn interpret(&mut self, config: &Config, now: Instant) -> InputEvent {
+    fn interpret(&mut self, config: &Config) -> InputEvent {
         match &mut self.phase {
             Phase::Head => self.interpret_head(config),
             Phase::Body(_) => self.interpret_body(config),
-            Phase::Lingering => {
-                self.read_buffer.clear();
-                if self.deadline.is_none_or(|deadline| deadline > now + LINGER) {
-                    self.deadline = Some(now + LINGER);
-                }
-                InputEvent::Nothing
-            }
             _ => InputEvent::Nothing,
         }
     }
@@ -401,6 +399,16 @@ impl Conn {
         self.body = None;
         self.head = None;
         encode::encode_error(&mut self.write_buffer, status, date);
+        self.close_after_flush = true;
+        self.phase = Phase::Sending {
+            framing: OutFraming::NoBody,
+            remaining: 0,
+        };
+    }
+
+    /// The peer has finished: send what is buffered, then close.
+    pub fn close_when_flushed(&mut self) {
+        self.peer_closed = true;
         self.close_after_flush = true;
         self.phase = Phase::Sending {
             framing: OutFraming::NoBody,

@@ -67,6 +67,17 @@ struct Listener {
     retry: bool,
 }
 
+/// What one poll event said about one token.
+struct Readiness {
+    token: usize,
+    readable: bool,
+    /// The peer closed its write side (EPOLLRDHUP).
+    hangup: bool,
+    writable: bool,
+    /// The socket failed or both directions are closed.
+    gone: bool,
+}
+
 struct Slot {
     generation: u32,
     conn: Option<Conn>,
@@ -183,13 +194,17 @@ impl State {
         match conn.pump_input(config, read_scratch, now) {
             InputEvent::Nothing => {}
             InputEvent::Request => ready.push_back(make_id(index, generation)),
+            // The peer is done sending; whatever we still owe it is flushed before closing.
+            InputEvent::Gone if conn.pending_output() > 0 => conn.close_when_flushed(),
             InputEvent::Gone => conn.dead = true,
-            InputEvent::Refused(status) => {
-                conn.refuse(status, date.get());
-                conn.flush();
-            }
+            InputEvent::Refused(status) => conn.refuse(status, date.get()),
         }
-        self.reap(index);
+        // Output may have been queued (an automatic answer, 100 Continue).
+        if conn.pending_output() > 0 {
+            self.flush(index);
+        } else {
+            self.reap(index);
+        }
     }
 
     fn flush(&mut self, index: usize) {
@@ -323,7 +338,7 @@ impl Reactor {
 
     /// One round of I/O: everything that is ready now, then the app for complete requests.
     pub fn poll(&self) -> io::Result<()> {
-        let mut ready_tokens: Vec<(usize, bool, bool, bool)> = Vec::new();
+        let mut ready: Vec<Readiness> = Vec::new();
         {
             let mut state = self.state.borrow_mut();
             let State { poll, events, .. } = &mut *state;
@@ -333,27 +348,34 @@ impl Reactor {
                 Err(error) => return Err(error),
             }
             for event in events.iter() {
-                let gone = event.is_error() || (event.is_read_closed() && event.is_write_closed());
-                ready_tokens.push((
-                    event.token().0,
-                    event.is_readable() || event.is_read_closed(),
-                    event.is_writable(),
-                    gone,
-                ));
+                ready.push(Readiness {
+                    token: event.token().0,
+                    readable: event.is_readable() || event.is_read_closed(),
+                    hangup: event.is_read_closed(),
+                    writable: event.is_writable(),
+                    gone: event.is_error() || (event.is_read_closed() && event.is_write_closed()),
+                });
             }
         }
-        for (token, readable, writable, gone) in ready_tokens {
-            if token >= LISTENER_TOKEN_BASE {
-                self.accept_all(token - LISTENER_TOKEN_BASE);
+        for readiness in ready {
+            if readiness.token >= LISTENER_TOKEN_BASE {
+                self.accept_all(readiness.token - LISTENER_TOKEN_BASE);
             } else {
-                self.connection_event(token, readable, writable, gone);
+                self.connection_event(readiness);
             }
         }
         self.run_queues();
         Ok(())
     }
 
-    fn connection_event(&self, index: usize, readable: bool, writable: bool, gone: bool) {
+    fn connection_event(&self, readiness: Readiness) {
+        let Readiness {
+            token: index,
+            readable,
+            hangup,
+            writable,
+            gone,
+        } = readiness;
         let mut state = self.state.borrow_mut();
         let Some(conn) = state
             .slots
@@ -373,15 +395,16 @@ impl Reactor {
             state.reap(index);
             return;
         }
+        conn.hangup_reported |= hangup;
         if readable {
             conn.read_blocked = false;
         }
         if writable {
             state.flush(index);
         }
-        if readable {
-            state.pump(index);
-        }
+        // Pumping after a writable event too: input paused behind a full output buffer
+        // (pipelining) resumes once it drains.
+        state.pump(index);
     }
 
     fn accept_all(&self, listener_index: usize) {

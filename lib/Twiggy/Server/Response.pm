@@ -7,6 +7,7 @@ use warnings;
 # factories the core calls for psgi.input and psgix.io. The core calls these under G_EVAL; a
 # die here becomes a 500 (or a cut connection) and a message on psgi.errors.
 
+use AnyEvent ();
 use Scalar::Util ();
 
 my $BODY_READ_SIZE = 65536;
@@ -212,9 +213,14 @@ sub respond {
     return $writer;
 }
 
+# Deferred to the next loop turn: when the app dies, Perl frees the responder while unwinding,
+# before the server sees the error and answers 500; a deferred `forget` then finds the request
+# answered and does nothing.
 sub DESTROY {
     my $self = shift;
-    $self->{reactor}->forget($self->{id}) if !$self->{answered} && $self->{reactor};
+    return if $self->{answered} || !$self->{reactor};
+    my ($reactor, $id) = @$self{qw(reactor id)};
+    AnyEvent::postpone(sub { $reactor->forget($id) });
 }
 
 package Twiggy::Writer;
@@ -244,7 +250,15 @@ sub close {
     return;
 }
 
-sub DESTROY { $_[0]->close }
+# A writer dropped without `close` is closed on the next loop turn, as the original did at once.
+# Deferred because an app that dies drops its writer while unwinding, before the server cuts the
+# connection; a clean close must not win that race and make a broken response look complete.
+sub DESTROY {
+    my $self = shift;
+    return if $self->{closed}++;
+    my ($reactor, $id) = @$self{qw(reactor id)};
+    AnyEvent::postpone(sub { $reactor->close_stream($id) });
+}
 
 1;
 

@@ -124,7 +124,8 @@ impl Perl {
             *stack_pointer = sp;
             let error = self.error_sv();
             if is_true_error(error) {
-                Called::Died(error)
+                // A copy: the next G_EVAL call (the logger) clears $@ on entry.
+                Called::Died(self.mortal(self.copy(error)))
             } else {
                 Called::Returned(returned)
             }
