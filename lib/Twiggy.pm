@@ -81,6 +81,17 @@ heads or more than 128 header fields C<431>. Default 65536.
 Request bodies up to this size are kept in memory for C<psgi.input>; larger ones go to an
 unlinked temporary file in C<$TMPDIR>. Default 1048576.
 
+=item max_requests
+
+After serving this many requests the server stops accepting, answers the last one with
+C<Connection: close>, finishes what is in progress, and C<run> returns (prefork workers use
+this to recycle themselves). Default 0: no limit.
+
+=item reuse_port
+
+Bind TCP listeners with C<SO_REUSEPORT>, so several processes can each have their own socket
+on one address and the kernel balances connections over them. Default 0.
+
 =item server_ready
 
 A code reference called with C<< { host, port, server_software } >> once each listener is open.

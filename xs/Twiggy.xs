@@ -19,7 +19,8 @@ typedef struct twiggy_reactor twiggy_reactor;
 typedef twiggy_reactor *Twiggy__Reactor;
 
 extern const char *twiggy_last_error(void);
-extern twiggy_reactor *twiggy_reactor_new(PerlInterpreter *, SV *, double, double, size_t, int, size_t, size_t);
+extern twiggy_reactor *twiggy_reactor_new(PerlInterpreter *, SV *, double, double, size_t, int, size_t, size_t,
+                                          uint64_t);
 extern void twiggy_reactor_set_self(twiggy_reactor *, SV *);
 extern void twiggy_reactor_free(twiggy_reactor *);
 extern int twiggy_reactor_fd(twiggy_reactor *);
@@ -36,7 +37,7 @@ extern int twiggy_reactor_on_drain(twiggy_reactor *, uint64_t, SV *);
 extern void twiggy_reactor_cut(twiggy_reactor *, uint64_t);
 extern void twiggy_reactor_forget(twiggy_reactor *, uint64_t);
 extern void twiggy_reactor_fail(twiggy_reactor *, uint64_t);
-extern int twiggy_listen_tcp(const char *, size_t, uint16_t, int, uint16_t *, char *, size_t);
+extern int twiggy_listen_tcp(const char *, size_t, uint16_t, int, int, uint16_t *, char *, size_t);
 extern int twiggy_listen_unix(const char *, size_t, int);
 
 /* Response calls: 1 done, 0 connection gone; negative values croak. */
@@ -53,7 +54,7 @@ MODULE = Twiggy  PACKAGE = Twiggy::Reactor
 PROTOTYPES: DISABLE
 
 SV *
-_new(class, hooks, read_timeout, keepalive_timeout, read_chunk_size, no_delay, max_head_bytes, body_in_memory)
+_new(class, hooks, read_timeout, keepalive_timeout, read_chunk_size, no_delay, max_head_bytes, body_in_memory, max_requests)
     const char *class
     SV *hooks
     double read_timeout
@@ -62,12 +63,13 @@ _new(class, hooks, read_timeout, keepalive_timeout, read_chunk_size, no_delay, m
     int no_delay
     UV max_head_bytes
     UV body_in_memory
+    UV max_requests
   PREINIT:
     twiggy_reactor *reactor;
   CODE:
     reactor = twiggy_reactor_new(TWIGGY_THX, hooks, read_timeout, keepalive_timeout,
                                  (size_t)read_chunk_size, no_delay, (size_t)max_head_bytes,
-                                 (size_t)body_in_memory);
+                                 (size_t)body_in_memory, (uint64_t)max_requests);
     if (!reactor)
         croak("Twiggy: %s", twiggy_last_error());
     RETVAL = sv_setref_pv(newSV(0), class, (void *)reactor);
@@ -208,11 +210,12 @@ fail(self, id)
     twiggy_reactor_fail(self, id);
 
 void
-listen_tcp(class, host, port, backlog)
+listen_tcp(class, host, port, backlog, reuse_port = 0)
     const char *class
     SV *host
     int port
     int backlog
+    int reuse_port
   PREINIT:
     STRLEN length;
     const char *bytes;
@@ -224,7 +227,7 @@ listen_tcp(class, host, port, backlog)
     bytes = SvPVbyte(host, length);
     if (port < 0 || port > 65535)
         croak("Twiggy: port %d is out of range", port);
-    fd = twiggy_listen_tcp(bytes, (size_t)length, (uint16_t)port, backlog, &bound_port,
+    fd = twiggy_listen_tcp(bytes, (size_t)length, (uint16_t)port, backlog, reuse_port, &bound_port,
                            bound_host, sizeof bound_host);
     if (fd < 0)
         croak("Twiggy: %s", twiggy_last_error());

@@ -20,6 +20,7 @@ my %DEFAULTS = (
     max_head_size     => 65536,
     body_in_memory    => 1024 * 1024,
     backlog           => 0,        # 0: the kernel's maximum (net.core.somaxconn)
+    max_requests      => 0,        # 0: no limit; else drain after this many requests
 );
 
 sub new {
@@ -37,7 +38,7 @@ sub _check_options {
         Carp::croak("Twiggy: option '$name' must be a number of seconds, not '$value'")
             unless !defined $value || $value =~ /\A\s*(?:\d+(?:\.\d*)?|\.\d+)\s*\z/;
     }
-    for my $name (qw(read_chunk_size max_head_size body_in_memory backlog)) {
+    for my $name (qw(read_chunk_size max_head_size body_in_memory backlog max_requests)) {
         my $value = $self->{$name};
         $self->{$name} = $DEFAULTS{$name} unless defined $value;
         Carp::croak("Twiggy: option '$name' must be a whole number, not '$value'")
@@ -81,6 +82,7 @@ sub register_service {
         $self->{no_delay} ? 1 : 0,
         $self->{max_head_size},
         $self->{body_in_memory},
+        $self->{max_requests},
     );
     $self->{reactor} = $reactor;
 
@@ -106,7 +108,8 @@ sub start_listen {
             my $fd = Twiggy::Reactor->listen_unix($path, $self->{backlog});
             $self->_add_listener($fd, 'unix/', $path, 1);
         } else {
-            my ($fd, $bound_host, $bound_port) = Twiggy::Reactor->listen_tcp($host, $port, $self->{backlog});
+            my ($fd, $bound_host, $bound_port)
+                = Twiggy::Reactor->listen_tcp($host, $port, $self->{backlog}, $self->{reuse_port} ? 1 : 0);
             $self->_add_listener($fd, $host eq '' ? $bound_host : $host, $bound_port, 0);
         }
     }
@@ -154,7 +157,7 @@ sub _env_template {
         'psgi.multithread'     => !!0,
         'psgi.multiprocess'    => $self->{psgi_multiprocess} ? !!1 : !!0,
         'psgix.input.buffered' => !!1,
-        ($self->{psgix_exit_guard} ? ('psgix.exit_guard' => $self->{psgix_exit_guard}) : ()),
+        ($self->{psgix_exit_guard} ? ('psgix.exit_guard' => $self->{exit_guard}) : ()),
     };
 }
 
@@ -219,7 +222,8 @@ manual: options, guarantees, and what changed.
 =item new(%options)
 
 Takes C<host>, C<port>, C<listen>, C<backlog>, C<no_delay>, C<timeout>, C<keepalive_timeout>,
-C<read_chunk_size>, C<max_head_size>, C<body_in_memory> and C<server_ready>. Unknown options
+C<read_chunk_size>, C<max_head_size>, C<body_in_memory>, C<max_requests>, C<reuse_port> and
+C<server_ready>. Unknown options
 are ignored, as L<Plack::Runner> expects. Bad values croak.
 
 =item register_service($app)

@@ -62,10 +62,8 @@ impl BodySink {
 /// An unlinked, read-write temporary file in $TMPDIR (or /tmp).
 fn anonymous_temp_file() -> io::Result<File> {
     let directory = std::env::var_os("TMPDIR").unwrap_or_else(|| "/tmp".into());
-    let mut template = std::path::PathBuf::from(directory)
-        .join("twiggy-body-XXXXXX")
-        .into_os_string()
-        .into_encoded_bytes();
+    let mut template =
+        std::path::PathBuf::from(directory).join("twiggy-body-XXXXXX").into_os_string().into_encoded_bytes();
     template.push(0);
     // SAFETY: mkstemp writes into the NUL-terminated template we own and returns a new fd.
     let fd = unsafe { libc::mkstemp(template.as_mut_ptr() as *mut libc::c_char) };
@@ -149,13 +147,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(
-        fd: OwnedFd,
-        listener: usize,
-        remote_addr: Vec<u8>,
-        remote_port: u16,
-        is_unix: bool,
-    ) -> Conn {
+    pub fn new(fd: OwnedFd, listener: usize, remote_addr: Vec<u8>, remote_port: u16, is_unix: bool) -> Conn {
         Conn {
             fd,
             listener,
@@ -174,11 +166,7 @@ impl Conn {
             head_bytes: Vec::new(),
             body: None,
             request: None,
-            facts: RequestFacts {
-                minor_version: 1,
-                keep_alive: false,
-                is_head_method: false,
-            },
+            facts: RequestFacts { minor_version: 1, keep_alive: false, is_head_method: false },
             remote_addr,
             remote_port,
             is_unix,
@@ -197,9 +185,7 @@ impl Conn {
 
     /// Whether the connection is between requests with nothing buffered (safe to close on drain).
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase, Phase::Head)
-            && self.read_buffer.is_empty()
-            && self.pending_output() == 0
+        matches!(self.phase, Phase::Head) && self.read_buffer.is_empty() && self.pending_output() == 0
     }
 
     pub fn take_request(&mut self) -> Option<CompleteRequest> {
@@ -260,14 +246,7 @@ impl Conn {
 
     fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<usize> {
         // SAFETY: reading into a buffer we own, at most its length.
-        let count = unsafe {
-            libc::recv(
-                self.raw_fd(),
-                scratch.as_mut_ptr() as *mut libc::c_void,
-                scratch.len(),
-                0,
-            )
-        };
+        let count = unsafe { libc::recv(self.raw_fd(), scratch.as_mut_ptr() as *mut libc::c_void, scratch.len(), 0) };
         if count < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -301,15 +280,11 @@ impl Conn {
             Parsed::Rejected(reject) => InputEvent::Refused(reject.status()),
             Parsed::Complete(head) => {
                 self.head_bytes.clear();
-                self.head_bytes
-                    .extend_from_slice(&self.read_buffer[..head.head_len]);
+                self.head_bytes.extend_from_slice(&self.read_buffer[..head.head_len]);
                 self.read_buffer.drain(..head.head_len);
                 self.scanned = 0;
                 let framing = head.framing;
-                if head.expect_continue
-                    && framing != BodyFraming::None
-                    && self.read_buffer.is_empty()
-                {
+                if head.expect_continue && framing != BodyFraming::None && self.read_buffer.is_empty() {
                     self.write_buffer.extend_from_slice(encode::CONTINUE);
                 }
                 self.facts = RequestFacts {
@@ -321,9 +296,8 @@ impl Conn {
                 match framing {
                     BodyFraming::None => self.complete(None),
                     BodyFraming::Length(length) => {
-                        self.body = Some(BodySink::Memory(Vec::with_capacity(
-                            (length as usize).min(config.body_in_memory),
-                        )));
+                        self.body =
+                            Some(BodySink::Memory(Vec::with_capacity((length as usize).min(config.body_in_memory))));
                         self.phase = Phase::Body(BodyReader::Length(length));
                         self.interpret_body(config)
                     }
@@ -348,10 +322,7 @@ impl Conn {
             BodyReader::Length(remaining) => {
                 let take = (*remaining).min(self.read_buffer.len() as u64) as usize;
                 if take > 0 {
-                    if sink
-                        .append(&self.read_buffer[..take], config.body_in_memory)
-                        .is_err()
-                    {
+                    if sink.append(&self.read_buffer[..take], config.body_in_memory).is_err() {
                         return InputEvent::Refused(500);
                     }
                     self.read_buffer.drain(..take);
@@ -400,20 +371,14 @@ impl Conn {
         self.head = None;
         encode::encode_error(&mut self.write_buffer, status, date);
         self.close_after_flush = true;
-        self.phase = Phase::Sending {
-            framing: OutFraming::NoBody,
-            remaining: 0,
-        };
+        self.phase = Phase::Sending { framing: OutFraming::NoBody, remaining: 0 };
     }
 
     /// The peer has finished: send what is buffered, then close.
     pub fn close_when_flushed(&mut self) {
         self.peer_closed = true;
         self.close_after_flush = true;
-        self.phase = Phase::Sending {
-            framing: OutFraming::NoBody,
-            remaining: 0,
-        };
+        self.phase = Phase::Sending { framing: OutFraming::NoBody, remaining: 0 };
     }
 
     /// Writes buffered output until done or the socket is full. Returns false when the peer is gone.
@@ -423,12 +388,7 @@ impl Conn {
             // SAFETY: sending from a buffer we own; MSG_NOSIGNAL turns a closed peer into EPIPE
             // instead of a SIGPIPE that would kill the Perl process.
             let count = unsafe {
-                libc::send(
-                    self.raw_fd(),
-                    pending.as_ptr() as *const libc::c_void,
-                    pending.len(),
-                    libc::MSG_NOSIGNAL,
-                )
+                libc::send(self.raw_fd(), pending.as_ptr() as *const libc::c_void, pending.len(), libc::MSG_NOSIGNAL)
             };
             if count >= 0 {
                 self.written += count as usize;

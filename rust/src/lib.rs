@@ -76,6 +76,7 @@ pub extern "C" fn twiggy_reactor_new(
     no_delay: i32,
     max_head_bytes: usize,
     body_in_memory: usize,
+    max_requests: u64,
 ) -> *mut Reactor {
     guard(std::ptr::null_mut(), || {
         let perl = Perl(interpreter);
@@ -102,22 +103,11 @@ pub extern "C" fn twiggy_reactor_new(
         let config = limits::Config {
             read_timeout: limits::timeout_from_secs(read_timeout),
             keepalive_timeout: limits::timeout_from_secs(keepalive_timeout),
-            read_chunk_size: if read_chunk_size > 0 {
-                read_chunk_size
-            } else {
-                defaults.read_chunk_size
-            },
-            max_head_bytes: if max_head_bytes > 0 {
-                max_head_bytes
-            } else {
-                defaults.max_head_bytes
-            },
-            body_in_memory: if body_in_memory > 0 {
-                body_in_memory
-            } else {
-                defaults.body_in_memory
-            },
+            read_chunk_size: if read_chunk_size > 0 { read_chunk_size } else { defaults.read_chunk_size },
+            max_head_bytes: if max_head_bytes > 0 { max_head_bytes } else { defaults.max_head_bytes },
+            body_in_memory: if body_in_memory > 0 { body_in_memory } else { defaults.body_in_memory },
             no_delay: no_delay != 0,
+            max_requests: (max_requests > 0).then_some(max_requests),
         };
         match Reactor::new(perl, hooks, config) {
             Ok(reactor) => Box::into_raw(Box::new(reactor)),
@@ -153,17 +143,13 @@ pub extern "C" fn twiggy_reactor_free(reactor: *mut Reactor) {
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_fd(reactor: *const Reactor) -> i32 {
     // SAFETY: XS passes a live reactor.
-    guard(-1, || {
-        unsafe { reactor_ref(reactor) }.map_or(-1, Reactor::poll_fd)
-    })
+    guard(-1, || unsafe { reactor_ref(reactor) }.map_or(-1, Reactor::poll_fd))
 }
 
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_connections(reactor: *const Reactor) -> usize {
     // SAFETY: XS passes a live reactor.
-    guard(0, || {
-        unsafe { reactor_ref(reactor) }.map_or(0, Reactor::connection_count)
-    })
+    guard(0, || unsafe { reactor_ref(reactor) }.map_or(0, Reactor::connection_count))
 }
 
 /// Adopts a listening socket. Returns 0, or -1 with an error.
@@ -218,17 +204,13 @@ pub extern "C" fn twiggy_reactor_poll(reactor: *const Reactor) -> i32 {
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_tick(reactor: *const Reactor) {
     // SAFETY: XS passes a live reactor.
-    guard((), || {
-        unsafe { reactor_ref(reactor) }.map_or((), Reactor::tick)
-    })
+    guard((), || unsafe { reactor_ref(reactor) }.map_or((), Reactor::tick))
 }
 
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_drain(reactor: *const Reactor) {
     // SAFETY: XS passes a live reactor.
-    guard((), || {
-        unsafe { reactor_ref(reactor) }.map_or((), Reactor::drain)
-    })
+    guard((), || unsafe { reactor_ref(reactor) }.map_or((), Reactor::drain))
 }
 
 /// Status codes shared by the response calls.
@@ -302,12 +284,7 @@ pub extern "C" fn twiggy_reactor_start_stream(
 
 /// Streamed body bytes: 1 written (buffer low), 2 written (buffer high: wait for drain), 0 gone.
 #[no_mangle]
-pub extern "C" fn twiggy_reactor_write(
-    reactor: *const Reactor,
-    id: u64,
-    data: *const u8,
-    length: usize,
-) -> i32 {
+pub extern "C" fn twiggy_reactor_write(reactor: *const Reactor, id: u64, data: *const u8, length: usize) -> i32 {
     guard(GONE, || {
         // SAFETY: XS passes a live reactor.
         let Some(reactor) = (unsafe { reactor_ref(reactor) }) else {
@@ -340,11 +317,7 @@ pub extern "C" fn twiggy_reactor_close_stream(reactor: *const Reactor, id: u64) 
 
 /// Stores `callback` (XS passes a new reference, which we own) to run once output has drained.
 #[no_mangle]
-pub extern "C" fn twiggy_reactor_on_drain(
-    reactor: *const Reactor,
-    id: u64,
-    callback: *mut SV,
-) -> i32 {
+pub extern "C" fn twiggy_reactor_on_drain(reactor: *const Reactor, id: u64, callback: *mut SV) -> i32 {
     guard(GONE, || {
         // SAFETY: XS passes a live reactor.
         let Some(reactor) = (unsafe { reactor_ref(reactor) }) else {
@@ -357,26 +330,20 @@ pub extern "C" fn twiggy_reactor_on_drain(
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_cut(reactor: *const Reactor, id: u64) {
     // SAFETY: XS passes a live reactor.
-    guard((), || {
-        unsafe { reactor_ref(reactor) }.map_or((), |reactor| reactor.cut(id))
-    })
+    guard((), || unsafe { reactor_ref(reactor) }.map_or((), |reactor| reactor.cut(id)))
 }
 
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_forget(reactor: *const Reactor, id: u64) {
     // SAFETY: XS passes a live reactor.
-    guard((), || {
-        unsafe { reactor_ref(reactor) }.map_or((), |reactor| reactor.forget(id))
-    })
+    guard((), || unsafe { reactor_ref(reactor) }.map_or((), |reactor| reactor.forget(id)))
 }
 
 /// Answers 500 if nothing was sent for `id` yet, else cuts the connection.
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_fail(reactor: *const Reactor, id: u64) {
     // SAFETY: XS passes a live reactor.
-    guard((), || {
-        unsafe { reactor_ref(reactor) }.map_or((), |reactor| reactor.fail(id))
-    })
+    guard((), || unsafe { reactor_ref(reactor) }.map_or((), |reactor| reactor.fail(id)))
 }
 
 /// Binds a TCP listener; returns its fd (or -1) and writes the bound port and host.
@@ -386,6 +353,7 @@ pub extern "C" fn twiggy_listen_tcp(
     host_length: usize,
     port: u16,
     backlog: i32,
+    reuse_port: i32,
     bound_port: *mut u16,
     bound_host: *mut u8,
     bound_host_capacity: usize,
@@ -397,7 +365,7 @@ pub extern "C" fn twiggy_listen_tcp(
             set_error("host is not valid UTF-8");
             return -1;
         };
-        match listen::listen_tcp(host, port, backlog) {
+        match listen::listen_tcp(host, port, backlog, reuse_port != 0) {
             Ok(bound) => {
                 // SAFETY: XS passes writable out-parameters of the stated capacity.
                 unsafe {

@@ -39,6 +39,8 @@ pub struct Config {
     pub body_in_memory: usize,
     /// Set TCP_NODELAY on accepted TCP sockets.
     pub no_delay: bool,
+    /// Requests this process serves before it drains itself (prefork worker recycling).
+    pub max_requests: Option<u64>,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
             body_in_memory: DEFAULT_BODY_IN_MEMORY,
             no_delay: true,
+            max_requests: None,
         }
     }
 }

@@ -30,19 +30,14 @@ pub fn effective_backlog(requested: i32) -> i32 {
 }
 
 /// Binds a TCP listener. An empty host or `*` means every IPv4 address, as with the original.
-pub fn listen_tcp(host: &str, port: u16, backlog: i32) -> io::Result<Bound> {
+/// With `reuse_port`, several processes may bind the same address and the kernel spreads new
+/// connections over them (SO_REUSEPORT).
+pub fn listen_tcp(host: &str, port: u16, backlog: i32, reuse_port: bool) -> io::Result<Bound> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = if host.is_empty() || host == "*" {
-        "0.0.0.0"
-    } else {
-        host
-    };
-    let mut last_error = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("cannot resolve host {host:?}"),
-    );
+    let host = if host.is_empty() || host == "*" { "0.0.0.0" } else { host };
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, format!("cannot resolve host {host:?}"));
     for address in (host, port).to_socket_addrs()? {
-        match bind_tcp(address, backlog) {
+        match bind_tcp(address, backlog, reuse_port) {
             Ok(bound) => return Ok(bound),
             Err(error) => last_error = error,
         }
@@ -50,27 +45,19 @@ pub fn listen_tcp(host: &str, port: u16, backlog: i32) -> io::Result<Bound> {
     Err(last_error)
 }
 
-fn bind_tcp(address: SocketAddr, backlog: i32) -> io::Result<Bound> {
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM.nonblocking(),
-        None,
-    )?;
+fn bind_tcp(address: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<Bound> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM.nonblocking(), None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.bind(&SockAddr::from(address))?;
     socket.listen(effective_backlog(backlog))?;
-    let local = socket
-        .local_addr()?
-        .as_socket()
-        .ok_or_else(|| io::Error::other("listener has no socket address"))?;
-    Ok(Bound {
-        fd: socket.into_raw_fd(),
-        host: local.ip().to_string(),
-        port: local.port(),
-    })
+    let local = socket.local_addr()?.as_socket().ok_or_else(|| io::Error::other("listener has no socket address"))?;
+    Ok(Bound { fd: socket.into_raw_fd(), host: local.ip().to_string(), port: local.port() })
 }
 
 /// Binds a UNIX-domain listener at `path`, replacing a stale socket file left by a previous run
@@ -80,20 +67,13 @@ pub fn listen_unix(path: &str, backlog: i32) -> io::Result<Bound> {
         if metadata.file_type().is_socket() {
             std::fs::remove_file(path)?;
         } else {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{path} exists and is not a socket"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{path} exists and is not a socket")));
         }
     }
     let socket = Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None)?;
     socket.bind(&SockAddr::unix(path)?)?;
     socket.listen(effective_backlog(backlog))?;
-    Ok(Bound {
-        fd: socket.into_raw_fd(),
-        host: "unix/".to_string(),
-        port: 0,
-    })
+    Ok(Bound { fd: socket.into_raw_fd(), host: "unix/".to_string(), port: 0 })
 }
 
 #[cfg(test)]
@@ -102,7 +82,7 @@ mod tests {
 
     #[test]
     fn tcp_ephemeral_port_is_reported() {
-        let bound = listen_tcp("127.0.0.1", 0, 0).expect("bind");
+        let bound = listen_tcp("127.0.0.1", 0, 0, false).expect("bind");
         assert!(bound.port > 0);
         assert_eq!(bound.host, "127.0.0.1");
         // SAFETY: the fd was just created and is owned by this test.

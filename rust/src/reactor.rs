@@ -60,8 +60,6 @@ impl Hooks {
 
 struct Listener {
     fd: OwnedFd,
-    /// The static part of the env for requests on this listener (a reference of ours).
-    template: *mut HV,
     is_unix: bool,
     /// accept failed with something other than EAGAIN (e.g. EMFILE): retry on the next tick.
     retry: bool,
@@ -88,6 +86,11 @@ struct State {
     events: Events,
     config: Config,
     listeners: Vec<Option<Listener>>,
+    /// The static part of the env for each listener, by listener index (references of ours,
+    /// kept until the reactor goes: requests accepted before a drain still need them).
+    templates: Vec<*mut HV>,
+    /// Requests handed to the app so far (for `max_requests`).
+    requests_dispatched: u64,
     slots: Vec<Slot>,
     free_slots: Vec<usize>,
     ready: VecDeque<u64>,
@@ -165,11 +168,7 @@ impl State {
     }
 
     fn reap(&mut self, index: usize) {
-        let dead = self
-            .slots
-            .get(index)
-            .and_then(|slot| slot.conn.as_ref())
-            .is_some_and(|conn| conn.dead);
+        let dead = self.slots.get(index).and_then(|slot| slot.conn.as_ref()).is_some_and(|conn| conn.dead);
         if dead {
             self.remove(index, true);
         }
@@ -178,14 +177,7 @@ impl State {
     /// Feeds socket input to the connection's parser and acts on the outcome.
     fn pump(&mut self, index: usize) {
         let now = Instant::now();
-        let State {
-            slots,
-            config,
-            read_scratch,
-            date,
-            ready,
-            ..
-        } = self;
+        let State { slots, config, read_scratch, date, ready, .. } = self;
         let slot = &mut slots[index];
         let generation = slot.generation;
         let Some(conn) = slot.conn.as_mut() else {
@@ -223,6 +215,22 @@ impl State {
         self.reap(index);
     }
 
+    /// Stops accepting (listeners closed: the backlog goes to other processes sharing the
+    /// socket), closes idle connections, and lets the others finish their exchange.
+    fn begin_drain(&mut self) {
+        self.draining = true;
+        let listeners: Vec<Listener> = self.listeners.iter_mut().filter_map(Option::take).collect();
+        for listener in listeners {
+            let raw = listener.fd.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        }
+        for index in 0..self.slots.len() {
+            if self.slots[index].conn.as_ref().is_some_and(Conn::is_idle) {
+                self.remove(index, true);
+            }
+        }
+    }
+
     /// After a response is complete: keep the connection for the next request, or close it.
     fn finish_exchange(&mut self, index: usize, keep_alive: bool) {
         let keep_alive = keep_alive && !self.draining;
@@ -236,10 +244,7 @@ impl State {
             self.flush(index);
             self.pump(index);
         } else {
-            conn.phase = Phase::Sending {
-                framing: OutFraming::NoBody,
-                remaining: 0,
-            };
+            conn.phase = Phase::Sending { framing: OutFraming::NoBody, remaining: 0 };
             conn.close_after_flush = true;
             self.flush(index);
         }
@@ -254,6 +259,8 @@ impl Reactor {
             events: Events::with_capacity(EVENTS_PER_POLL),
             config,
             listeners: Vec::new(),
+            templates: Vec::new(),
+            requests_dispatched: 0,
             slots: Vec::new(),
             free_slots: Vec::new(),
             ready: VecDeque::new(),
@@ -321,18 +328,10 @@ impl Reactor {
         set_nonblocking(fd)?;
         let mut state = self.state.borrow_mut();
         let index = state.listeners.len();
-        state.poll.registry().register(
-            &mut SourceFd(&fd),
-            Token(LISTENER_TOKEN_BASE + index),
-            Interest::READABLE,
-        )?;
+        state.poll.registry().register(&mut SourceFd(&fd), Token(LISTENER_TOKEN_BASE + index), Interest::READABLE)?;
         self.perl.inc(template as *mut SV);
-        state.listeners.push(Some(Listener {
-            fd: owned,
-            template,
-            is_unix,
-            retry: false,
-        }));
+        state.templates.push(template);
+        state.listeners.push(Some(Listener { fd: owned, is_unix, retry: false }));
         Ok(())
     }
 
@@ -369,27 +368,12 @@ impl Reactor {
     }
 
     fn connection_event(&self, readiness: Readiness) {
-        let Readiness {
-            token: index,
-            readable,
-            hangup,
-            writable,
-            gone,
-        } = readiness;
+        let Readiness { token: index, readable, hangup, writable, gone } = readiness;
         let mut state = self.state.borrow_mut();
-        let Some(conn) = state
-            .slots
-            .get_mut(index)
-            .and_then(|slot| slot.conn.as_mut())
-        else {
+        let Some(conn) = state.slots.get_mut(index).and_then(|slot| slot.conn.as_mut()) else {
             return;
         };
-        if gone
-            && matches!(
-                conn.phase,
-                Phase::App | Phase::Sending { .. } | Phase::Queued
-            )
-        {
+        if gone && matches!(conn.phase, Phase::App | Phase::Sending { .. } | Phase::Queued) {
             // Both directions closed while the app works: only this connection pays.
             conn.dead = true;
             state.reap(index);
@@ -412,11 +396,7 @@ impl Reactor {
         let no_delay = state.config.no_delay;
         let read_timeout = state.config.read_timeout;
         loop {
-            let Some(listener) = state
-                .listeners
-                .get_mut(listener_index)
-                .and_then(Option::as_mut)
-            else {
+            let Some(listener) = state.listeners.get_mut(listener_index).and_then(Option::as_mut) else {
                 return;
             };
             listener.retry = false;
@@ -443,10 +423,7 @@ impl Reactor {
             let index = match state.free_slots.pop() {
                 Some(index) => index,
                 None => {
-                    state.slots.push(Slot {
-                        generation: 1,
-                        conn: None,
-                    });
+                    state.slots.push(Slot { generation: 1, conn: None });
                     state.slots.len() - 1
                 }
             };
@@ -509,25 +486,7 @@ impl Reactor {
 
     /// Stops accepting, closes idle connections, and lets the others finish their exchange.
     pub fn drain(&self) {
-        {
-            let mut state = self.state.borrow_mut();
-            state.draining = true;
-            let listeners: Vec<Listener> = state
-                .listeners
-                .iter_mut()
-                .filter_map(Option::take)
-                .collect();
-            for listener in listeners {
-                let raw = listener.fd.as_raw_fd();
-                let _ = state.poll.registry().deregister(&mut SourceFd(&raw));
-                state.releases.push(listener.template as *mut SV);
-            }
-            for index in 0..state.slots.len() {
-                if state.slots[index].conn.as_ref().is_some_and(Conn::is_idle) {
-                    state.remove(index, true);
-                }
-            }
-        }
+        self.state.borrow_mut().begin_drain();
         self.run_queues();
     }
 
@@ -539,11 +498,7 @@ impl Reactor {
                 let (request, drain) = {
                     let mut state = self.state.borrow_mut();
                     let request = state.ready.pop_front();
-                    let drain = if request.is_none() {
-                        state.drains.pop_front()
-                    } else {
-                        None
-                    };
+                    let drain = if request.is_none() { state.drains.pop_front() } else { None };
                     (request, drain)
                 };
                 if let Some(id) = request {
@@ -575,10 +530,7 @@ impl Reactor {
     fn report_drained(&self) {
         let report = {
             let mut state = self.state.borrow_mut();
-            let report = state.draining
-                && state.connections == 0
-                && !state.drained_reported
-                && !self.dispatching.get();
+            let report = state.draining && state.connections == 0 && !state.drained_reported && !self.dispatching.get();
             if report {
                 state.drained_reported = true;
             }
@@ -626,25 +578,21 @@ impl Reactor {
             conn.phase = Phase::App;
             let head_bytes = std::mem::take(&mut conn.head_bytes);
             let needs_io = conn.io_handle.is_null();
-            let duplicate = if needs_io {
-                duplicate_fd(conn.raw_fd())
-            } else {
-                None
-            };
+            let duplicate = if needs_io { duplicate_fd(conn.raw_fd()) } else { None };
             let remote = (conn.remote_addr.clone(), conn.remote_port, conn.is_unix);
             let listener = conn.listener;
-            let template = state
-                .listeners
-                .get(listener)
-                .and_then(Option::as_ref)
-                .map(|listener| listener.template);
+            let template = state.templates.get(listener).copied();
+            state.requests_dispatched += 1;
+            if state.config.max_requests.is_some_and(|limit| state.requests_dispatched >= limit) {
+                // This process has served its share (prefork recycling): the response to this
+                // request is the last, and says Connection: close.
+                state.begin_drain();
+            }
             (request, head_bytes, duplicate, remote, template)
         };
         let (request, head_bytes, duplicate, (remote_addr, remote_port, is_unix), template) = taken;
         let perl = self.perl;
-        // A request on a listener that was closed by draining still needs an env: any template
-        // with the static keys will do, and the first live one is as good as the stale one.
-        let Some(template) = template.or_else(|| self.any_template()) else {
+        let Some(template) = template else {
             self.cut(id);
             return;
         };
@@ -659,16 +607,9 @@ impl Reactor {
         }
         let io = {
             let mut state = self.state.borrow_mut();
-            state
-                .conn_mut(id)
-                .map(|conn| conn.io_handle)
-                .unwrap_or(std::ptr::null_mut())
+            state.conn_mut(id).map(|conn| conn.io_handle).unwrap_or(std::ptr::null_mut())
         };
-        let io_value = if io.is_null() {
-            std::ptr::null_mut()
-        } else {
-            perl.copy(io)
-        };
+        let io_value = if io.is_null() { std::ptr::null_mut() } else { perl.copy(io) };
         let CompleteRequest { head, body } = request;
         let body_length = body.as_ref().map(BodySink::length);
         let input = self.make_input(body);
@@ -681,19 +622,10 @@ impl Reactor {
                 remote_addr: &remote_addr,
                 remote_port,
             };
-            build_env(
-                perl,
-                &self.keys,
-                template,
-                &view,
-                input,
-                io_value,
-                &mut scratch,
-            )
+            build_env(perl, &self.keys, template, &view, input, io_value, &mut scratch)
         };
         // SAFETY: `env` is our new HV; the mortal reference owns it from here on.
-        let env_ref =
-            perl.mortal(unsafe { libperl_sys::thx::Perl_newRV_noinc(perl.0, env as *mut SV) });
+        let env_ref = perl.mortal(unsafe { libperl_sys::thx::Perl_newRV_noinc(perl.0, env as *mut SV) });
         match perl.call(self.hooks.app, &[env_ref]) {
             Called::Died(error) => self.app_failed(id, env_ref, error),
             Called::Returned(response) => self.take_response(id, env_ref, response),
@@ -709,32 +641,9 @@ impl Reactor {
         }
     }
 
-    fn any_template(&self) -> Option<*mut HV> {
-        // Drained listeners' templates are released only after the queues run, so the last
-        // template seen is kept alive by `releases` until then.
-        let state = self.state.borrow();
-        state
-            .listeners
-            .iter()
-            .flatten()
-            .map(|listener| listener.template)
-            .next()
-            .or_else(|| {
-                state
-                    .releases
-                    .iter()
-                    .copied()
-                    .find(|value| !value.is_null())
-                    .map(|value| value as *mut HV)
-            })
-    }
-
     fn make_io(&self, fd: RawFd, is_unix: bool) -> *mut SV {
         let perl = self.perl;
-        let arguments = [
-            perl.mortal(perl.new_int(i64::from(fd))),
-            perl.mortal(perl.new_int(i64::from(is_unix))),
-        ];
+        let arguments = [perl.mortal(perl.new_int(i64::from(fd))), perl.mortal(perl.new_int(i64::from(is_unix)))];
         match perl.call(self.hooks.make_io, &arguments) {
             Called::Returned(handle) => handle,
             Called::Died(error) => {
@@ -781,9 +690,7 @@ impl Reactor {
         match fast_result {
             Some(Ok(())) | Some(Err(RespondError::Gone)) => {}
             Some(Err(RespondError::Invalid(error))) => {
-                let message = self
-                    .perl
-                    .mortal(self.perl.new_string(error.message().as_bytes()));
+                let message = self.perl.mortal(self.perl.new_string(error.message().as_bytes()));
                 self.app_failed(id, env_ref, message);
             }
             Some(Err(RespondError::AlreadyStarted)) => {}
@@ -791,9 +698,7 @@ impl Reactor {
                 let perl = self.perl;
                 let reactor = perl.mortal(perl.new_ref(self.self_sv.get()));
                 let id_sv = perl.mortal(perl.new_int(id as i64));
-                if let Called::Died(error) =
-                    perl.call(self.hooks.respond, &[reactor, id_sv, response, env_ref])
-                {
+                if let Called::Died(error) = perl.call(self.hooks.respond, &[reactor, id_sv, response, env_ref]) {
                     self.app_failed(id, env_ref, error);
                 }
             }
@@ -809,9 +714,7 @@ impl Reactor {
     pub fn fail(&self, id: u64) {
         let not_started = {
             let mut state = self.state.borrow_mut();
-            state
-                .conn_mut(id)
-                .is_some_and(|conn| matches!(conn.phase, Phase::App))
+            state.conn_mut(id).is_some_and(|conn| matches!(conn.phase, Phase::App))
         };
         if not_started {
             let body = encode::reason_phrase(500).as_bytes();
@@ -824,11 +727,7 @@ impl Reactor {
 
     fn log_error(&self, env_ref: *mut SV, error: *mut SV) {
         let perl = self.perl;
-        let env_argument = if env_ref.is_null() {
-            perl.mortal(perl.new_string(b""))
-        } else {
-            env_ref
-        };
+        let env_argument = if env_ref.is_null() { perl.mortal(perl.new_string(b"")) } else { env_ref };
         if let Called::Died(_) = perl.call(self.hooks.log_error, &[env_argument, error]) {
             // The logger itself failed; there is nowhere left to report to.
         }
@@ -857,19 +756,9 @@ impl Reactor {
         }
         let mut facts = conn.facts;
         facts.keep_alive &= !draining;
-        let plan = encode::encode_head(
-            &mut conn.write_buffer,
-            status,
-            headers,
-            Some(body_length),
-            facts,
-            date.get(),
-        )
-        .map_err(RespondError::Invalid)?;
-        conn.phase = Phase::Sending {
-            framing: plan.framing,
-            remaining: framing_length(plan.framing),
-        };
+        let plan = encode::encode_head(&mut conn.write_buffer, status, headers, Some(body_length), facts, date.get())
+            .map_err(RespondError::Invalid)?;
+        conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
         for chunk in body {
             conn.push_body(chunk.as_ref());
         }
@@ -881,12 +770,7 @@ impl Reactor {
     }
 
     /// Sends the head of a streamed response; the body follows through `write`.
-    pub fn start_stream<H: AsRef<[u8]>>(
-        &self,
-        id: u64,
-        status: u16,
-        headers: &[(H, H)],
-    ) -> Result<(), RespondError> {
+    pub fn start_stream<H: AsRef<[u8]>>(&self, id: u64, status: u16, headers: &[(H, H)]) -> Result<(), RespondError> {
         let mut state = self.state.borrow_mut();
         let draining = state.draining;
         let State { slots, date, .. } = &mut *state;
@@ -901,20 +785,10 @@ impl Reactor {
         }
         let mut facts = conn.facts;
         facts.keep_alive &= !draining;
-        let plan = encode::encode_head(
-            &mut conn.write_buffer,
-            status,
-            headers,
-            None,
-            facts,
-            date.get(),
-        )
-        .map_err(RespondError::Invalid)?;
+        let plan = encode::encode_head(&mut conn.write_buffer, status, headers, None, facts, date.get())
+            .map_err(RespondError::Invalid)?;
         conn.facts.keep_alive = plan.keep_alive;
-        conn.phase = Phase::Sending {
-            framing: plan.framing,
-            remaining: framing_length(plan.framing),
-        };
+        conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
         state.flush(index);
         Ok(())
     }
@@ -955,10 +829,7 @@ impl Reactor {
         let mut state = self.state.borrow_mut();
         let (index, _) = split_id(id);
         let (previous, drained) = match state.conn_mut(id) {
-            Some(conn) => (
-                std::mem::replace(&mut conn.drain_callback, callback),
-                conn.pending_output() == 0,
-            ),
+            Some(conn) => (std::mem::replace(&mut conn.drain_callback, callback), conn.pending_output() == 0),
             None => {
                 state.releases.push(callback);
                 return Err(RespondError::Gone);
@@ -986,9 +857,7 @@ impl Reactor {
     pub fn forget(&self, id: u64) {
         let mut state = self.state.borrow_mut();
         let (index, _) = split_id(id);
-        let waiting = state
-            .conn_mut(id)
-            .is_some_and(|conn| matches!(conn.phase, Phase::App));
+        let waiting = state.conn_mut(id).is_some_and(|conn| matches!(conn.phase, Phase::App));
         if waiting {
             state.remove(index, false);
         }
@@ -1000,14 +869,9 @@ impl Reactor {
             for index in 0..state.slots.len() {
                 state.remove(index, true);
             }
-            let listeners: Vec<Listener> = state
-                .listeners
-                .iter_mut()
-                .filter_map(Option::take)
-                .collect();
-            for listener in listeners {
-                state.releases.push(listener.template as *mut SV);
-            }
+            state.listeners.clear();
+            let templates = std::mem::take(&mut state.templates);
+            state.releases.extend(templates.into_iter().map(|template| template as *mut SV));
         }
         self.release_deferred();
     }
@@ -1050,10 +914,7 @@ fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: `storage` was filled by accept4 with `length` valid bytes.
     let address = unsafe {
-        socket2::SockAddr::new(
-            std::mem::transmute::<libc::sockaddr_storage, socket2::SockAddrStorage>(storage),
-            length,
-        )
+        socket2::SockAddr::new(std::mem::transmute::<libc::sockaddr_storage, socket2::SockAddrStorage>(storage), length)
     };
     Ok((owned, address.as_socket()))
 }

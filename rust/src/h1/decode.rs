@@ -51,12 +51,7 @@ pub struct ChunkedDecoder {
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder {
-            state: State::Size,
-            remaining: 0,
-            line_bytes: 0,
-            digits: 0,
-        }
+        ChunkedDecoder { state: State::Size, remaining: 0, line_bytes: 0, digits: 0 }
     }
 }
 
@@ -88,10 +83,7 @@ impl ChunkedDecoder {
     }
 
     fn step(&mut self, byte: u8) -> Result<(), DecodeError> {
-        if matches!(
-            self.state,
-            State::Size | State::SizeSpace | State::Extension | State::TrailerLine
-        ) {
+        if matches!(self.state, State::Size | State::SizeSpace | State::Extension | State::TrailerLine) {
             self.line_bytes += 1;
             if self.line_bytes > MAX_CHUNK_LINE {
                 return Err(DecodeError::LineTooLong);
@@ -168,11 +160,7 @@ impl ChunkedDecoder {
             return Err(DecodeError::BadLineEnding);
         }
         self.line_bytes = 0;
-        Ok(if self.remaining == 0 {
-            State::TrailerStart
-        } else {
-            State::Data
-        })
+        Ok(if self.remaining == 0 { State::TrailerStart } else { State::Data })
     }
 }
 
@@ -216,12 +204,7 @@ mod tests {
         let mut decoder = ChunkedDecoder::default();
         let mut out = Vec::new();
         for byte in input.iter() {
-            assert_eq!(
-                decoder
-                    .decode(std::slice::from_ref(byte), &mut out)
-                    .unwrap(),
-                1
-            );
+            assert_eq!(decoder.decode(std::slice::from_ref(byte), &mut out).unwrap(), 1);
         }
         assert!(decoder.is_done());
         assert_eq!(out, b"0123456789!");
@@ -229,39 +212,18 @@ mod tests {
 
     #[test]
     fn malformed_sizes_are_errors() {
-        assert_eq!(
-            decode_all(b"zz\r\n").unwrap_err(),
-            DecodeError::BadChunkSize
-        );
+        assert_eq!(decode_all(b"zz\r\n").unwrap_err(), DecodeError::BadChunkSize);
         assert_eq!(decode_all(b"\r\n").unwrap_err(), DecodeError::BadChunkSize);
-        assert_eq!(
-            decode_all(b"-1\r\n").unwrap_err(),
-            DecodeError::BadChunkSize
-        );
-        assert_eq!(
-            decode_all(b"5 x\r\n").unwrap_err(),
-            DecodeError::BadChunkSize
-        );
-        assert_eq!(
-            decode_all(b"fffffffffffffffff\r\n").unwrap_err(),
-            DecodeError::ChunkSizeOverflow
-        );
+        assert_eq!(decode_all(b"-1\r\n").unwrap_err(), DecodeError::BadChunkSize);
+        assert_eq!(decode_all(b"5 x\r\n").unwrap_err(), DecodeError::BadChunkSize);
+        assert_eq!(decode_all(b"fffffffffffffffff\r\n").unwrap_err(), DecodeError::ChunkSizeOverflow);
     }
 
     #[test]
     fn line_endings_are_strict() {
-        assert_eq!(
-            decode_all(b"5\nhello").unwrap_err(),
-            DecodeError::BadChunkSize
-        );
-        assert_eq!(
-            decode_all(b"5\r\nhelloXX").unwrap_err(),
-            DecodeError::BadLineEnding
-        );
-        assert_eq!(
-            decode_all(b"0\r\n\n").unwrap_err(),
-            DecodeError::BadLineEnding
-        );
+        assert_eq!(decode_all(b"5\nhello").unwrap_err(), DecodeError::BadChunkSize);
+        assert_eq!(decode_all(b"5\r\nhelloXX").unwrap_err(), DecodeError::BadLineEnding);
+        assert_eq!(decode_all(b"0\r\n\n").unwrap_err(), DecodeError::BadLineEnding);
     }
 
     #[test]

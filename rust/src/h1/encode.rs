@@ -79,10 +79,7 @@ pub fn encode_head<H: AsRef<[u8]>>(
         if name.is_empty() || !name.iter().all(|&byte| is_token_byte(byte)) {
             return Err(HeadError::BadHeaderName);
         }
-        if value
-            .iter()
-            .any(|&byte| byte == b'\r' || byte == b'\n' || byte == 0)
-        {
+        if value.iter().any(|&byte| byte == b'\r' || byte == b'\n' || byte == 0) {
             return Err(HeadError::BadHeaderValue);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -143,16 +140,9 @@ pub fn encode_head<H: AsRef<[u8]>>(
 
     let start = out.len();
     out.reserve(
-        128 + headers
-            .iter()
-            .map(|(name, value)| name.as_ref().len() + value.as_ref().len() + 4)
-            .sum::<usize>(),
+        128 + headers.iter().map(|(name, value)| name.as_ref().len() + value.as_ref().len() + 4).sum::<usize>(),
     );
-    out.extend_from_slice(if request.minor_version >= 1 {
-        b"HTTP/1.1 "
-    } else {
-        b"HTTP/1.0 "
-    });
+    out.extend_from_slice(if request.minor_version >= 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
     push_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
@@ -163,8 +153,7 @@ pub fn encode_head<H: AsRef<[u8]>>(
             continue;
         }
         if !entity_headers_allowed
-            && (name.eq_ignore_ascii_case(b"content-length")
-                || name.eq_ignore_ascii_case(b"transfer-encoding"))
+            && (name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding"))
         {
             continue;
         }
@@ -193,10 +182,7 @@ pub fn encode_head<H: AsRef<[u8]>>(
     }
     out.extend_from_slice(b"\r\n");
     debug_assert!(out.len() > start);
-    Ok(ResponsePlan {
-        framing,
-        keep_alive,
-    })
+    Ok(ResponsePlan { framing, keep_alive })
 }
 
 /// Frames `data` as one chunk. Empty data writes nothing (an empty chunk would end the body).
@@ -246,9 +232,7 @@ fn is_connection_option_we_own(value: &[u8]) -> bool {
 }
 
 fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&byte| byte == b',')
-        .any(|item| crate::h1::parse::trim(item).eq_ignore_ascii_case(token))
+    value.split(|&byte| byte == b',').any(|item| crate::h1::parse::trim(item).eq_ignore_ascii_case(token))
 }
 
 /// RFC 9110 5.6.2 tchar.
@@ -261,9 +245,7 @@ fn parse_decimal(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    value.iter().try_fold(0u64, |acc, &digit| {
-        acc.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-    })
+    value.iter().try_fold(0u64, |acc, &digit| acc.checked_mul(10)?.checked_add(u64::from(digit - b'0')))
 }
 
 pub fn push_decimal(out: &mut Vec<u8>, mut number: u64) {
@@ -362,10 +344,7 @@ pub struct DateCache {
 
 impl Default for DateCache {
     fn default() -> Self {
-        let mut cache = DateCache {
-            second: u64::MAX,
-            text: [b' '; 29],
-        };
+        let mut cache = DateCache { second: u64::MAX, text: [b' '; 29] };
         cache.refresh();
         cache
     }
@@ -378,10 +357,7 @@ impl DateCache {
     }
 
     fn refresh(&mut self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0);
         if now != self.second {
             self.second = now;
             self.text = format_http_date(now);
@@ -391,10 +367,8 @@ impl DateCache {
 
 pub fn format_http_date(unix_seconds: u64) -> [u8; 29] {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
+    const MONTHS: [&[u8; 3]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
     let days = (unix_seconds / 86_400) as i64;
     let second_of_day = unix_seconds % 86_400;
     let (year, month, day) = civil_from_days(days);
@@ -429,16 +403,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let shifted = days + 719_468;
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -450,11 +419,7 @@ mod tests {
     const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
 
     fn facts(minor: u8, keep_alive: bool, head: bool) -> RequestFacts {
-        RequestFacts {
-            minor_version: minor,
-            keep_alive,
-            is_head_method: head,
-        }
+        RequestFacts { minor_version: minor, keep_alive, is_head_method: head }
     }
 
     fn encode(
@@ -470,24 +435,13 @@ mod tests {
 
     #[test]
     fn known_body_gets_content_length_and_date() {
-        let (text, plan) = encode(
-            200,
-            &[(b"Content-Type", b"text/plain")],
-            Some(5),
-            facts(1, true, false),
-        );
+        let (text, plan) = encode(200, &[(b"Content-Type", b"text/plain")], Some(5), facts(1, true, false));
         assert_eq!(
             text,
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\
              Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
         );
-        assert_eq!(
-            plan,
-            ResponsePlan {
-                framing: OutFraming::Length(5),
-                keep_alive: true
-            }
-        );
+        assert_eq!(plan, ResponsePlan { framing: OutFraming::Length(5), keep_alive: true });
     }
 
     #[test]
@@ -500,13 +454,7 @@ mod tests {
         assert!(text.starts_with("HTTP/1.0 200 OK\r\n"));
         assert!(!text.contains("Transfer-Encoding"));
         assert!(!text.contains("keep-alive"));
-        assert_eq!(
-            plan,
-            ResponsePlan {
-                framing: OutFraming::UntilClose,
-                keep_alive: false
-            }
-        );
+        assert_eq!(plan, ResponsePlan { framing: OutFraming::UntilClose, keep_alive: false });
     }
 
     #[test]
@@ -519,12 +467,7 @@ mod tests {
     #[test]
     fn rfc9110_6_4_1_no_body_statuses() {
         for status in [101, 204, 304] {
-            let (text, plan) = encode(
-                status,
-                &[(b"Content-Length", b"3")],
-                Some(3),
-                facts(1, true, false),
-            );
+            let (text, plan) = encode(status, &[(b"Content-Length", b"3")], Some(3), facts(1, true, false));
             assert_eq!(plan.framing, OutFraming::NoBody, "status {status}");
             assert!(!text.contains("Content-Length"), "status {status}");
         }
@@ -535,12 +478,7 @@ mod tests {
 
     #[test]
     fn app_connection_close_is_honoured_once() {
-        let (text, plan) = encode(
-            200,
-            &[(b"Connection", b"close")],
-            Some(1),
-            facts(1, true, false),
-        );
+        let (text, plan) = encode(200, &[(b"Connection", b"close")], Some(1), facts(1, true, false));
         assert!(!plan.keep_alive);
         assert_eq!(text.matches("Connection: close").count(), 1);
     }
@@ -550,19 +488,10 @@ mod tests {
         let mut out = b"keep".to_vec();
         let request = facts(1, true, false);
         let bad_value: &[(&[u8], &[u8])] = &[(b"X", b"a\r\nSet-Cookie: evil")];
-        assert_eq!(
-            encode_head(&mut out, 200, bad_value, None, request, DATE),
-            Err(HeadError::BadHeaderValue)
-        );
+        assert_eq!(encode_head(&mut out, 200, bad_value, None, request, DATE), Err(HeadError::BadHeaderValue));
         let bad_name: &[(&[u8], &[u8])] = &[(b"X Y", b"a")];
-        assert_eq!(
-            encode_head(&mut out, 200, bad_name, None, request, DATE),
-            Err(HeadError::BadHeaderName)
-        );
-        assert_eq!(
-            encode_head::<&[u8]>(&mut out, 99, &[], None, request, DATE),
-            Err(HeadError::BadStatus)
-        );
+        assert_eq!(encode_head(&mut out, 200, bad_name, None, request, DATE), Err(HeadError::BadHeaderName));
+        assert_eq!(encode_head::<&[u8]>(&mut out, 99, &[], None, request, DATE), Err(HeadError::BadStatus));
         assert_eq!(out, b"keep");
     }
 
@@ -578,9 +507,6 @@ mod tests {
     fn dates_are_imf_fixdate() {
         assert_eq!(&format_http_date(784_111_777), DATE);
         assert_eq!(&format_http_date(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(
-            &format_http_date(1_709_210_096),
-            b"Thu, 29 Feb 2024 12:34:56 GMT"
-        );
+        assert_eq!(&format_http_date(1_709_210_096), b"Thu, 29 Feb 2024 12:34:56 GMT");
     }
 }

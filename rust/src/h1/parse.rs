@@ -13,10 +13,7 @@ pub struct Span {
 impl Span {
     fn of(base: &[u8], part: &[u8]) -> Span {
         let start = part.as_ptr() as usize - base.as_ptr() as usize;
-        Span {
-            start: start as u32,
-            len: part.len() as u32,
-        }
+        Span { start: start as u32, len: part.len() as u32 }
     }
 
     pub fn get<'a>(&self, base: &'a [u8]) -> &'a [u8] {
@@ -98,16 +95,13 @@ pub fn parse_head(buf: &[u8], max_head: usize) -> Parsed {
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Parsed::Rejected(Reject::HeadTooLarge),
-        Err(httparse::Error::Version) => {
-            return Parsed::Rejected(Reject::BadRequest("unsupported HTTP version"))
-        }
+        Err(httparse::Error::Version) => return Parsed::Rejected(Reject::BadRequest("unsupported HTTP version")),
         Err(_) => return Parsed::Rejected(Reject::BadRequest("malformed request head")),
     };
     if head_len > max_head {
         return Parsed::Rejected(Reject::HeadTooLarge);
     }
-    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
-    else {
+    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version) else {
         return Parsed::Rejected(Reject::BadRequest("incomplete request line"));
     };
     match interpret(buf, method, target, minor, request.headers, head_len) {
@@ -147,8 +141,7 @@ fn interpret(
         headers.push((Span::of(buf, name), Span::of(buf, value)));
         if name.eq_ignore_ascii_case(b"content-length") {
             // RFC 9112 6.3 (5): differing or invalid values make the framing invalid.
-            let length =
-                parse_content_length(value).ok_or(Reject::BadRequest("invalid Content-Length"))?;
+            let length = parse_content_length(value).ok_or(Reject::BadRequest("invalid Content-Length"))?;
             if content_length.is_some_and(|seen| seen != length) {
                 return Err(Reject::BadRequest("conflicting Content-Length values"));
             }
@@ -172,9 +165,7 @@ fn interpret(
 
     // RFC 9112 3.2: a 1.1 request without exactly one Host field is answered 400.
     if minor == 1 && host_count != 1 {
-        return Err(Reject::BadRequest(
-            "HTTP/1.1 request needs exactly one Host header",
-        ));
+        return Err(Reject::BadRequest("HTTP/1.1 request needs exactly one Host header"));
     }
     if minor == 0 && host_count > 1 {
         return Err(Reject::BadRequest("more than one Host header"));
@@ -184,14 +175,10 @@ fn interpret(
         // RFC 9112 6.1: Transfer-Encoding is 1.1 only; with Content-Length too the message is
         // a smuggling attempt until proven otherwise (6.3 (3)): reject and close.
         if content_length.is_some() {
-            return Err(Reject::BadRequest(
-                "both Content-Length and Transfer-Encoding",
-            ));
+            return Err(Reject::BadRequest("both Content-Length and Transfer-Encoding"));
         }
         if minor == 0 {
-            return Err(Reject::BadRequest(
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ));
+            return Err(Reject::BadRequest("Transfer-Encoding in an HTTP/1.0 request"));
         }
         let last = transfer_codings[transfer_codings.len() - 1];
         if !last.eq_ignore_ascii_case(b"chunked") {
@@ -209,11 +196,7 @@ fn interpret(
         }
     };
 
-    let keep_alive = if minor == 1 {
-        !connection_close
-    } else {
-        connection_keep_alive && !connection_close
-    };
+    let keep_alive = if minor == 1 { !connection_close } else { connection_keep_alive && !connection_close };
 
     Ok(RequestHead {
         head_len,
@@ -239,9 +222,7 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
         }
         let mut number: u64 = 0;
         for &digit in item {
-            number = number
-                .checked_mul(10)?
-                .checked_add(u64::from(digit - b'0'))?;
+            number = number.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
         }
         if result.is_some_and(|seen| seen != number) {
             return None;
@@ -253,10 +234,7 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
 
 /// Elements of a comma-separated field value, trimmed, empty ones skipped (RFC 9110 5.6.1).
 fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&byte| byte == b',')
-        .map(trim)
-        .filter(|item| !item.is_empty())
+    value.split(|&byte| byte == b',').map(trim).filter(|item| !item.is_empty())
 }
 
 pub fn trim(mut bytes: &[u8]) -> &[u8] {
@@ -314,9 +292,7 @@ pub fn percent_decode_into(path: &[u8], out: &mut Vec<u8>) {
     while index < path.len() {
         let byte = path[index];
         if byte == b'%' && index + 2 < path.len() {
-            if let (Some(high), Some(low)) =
-                (hex_value(path[index + 1]), hex_value(path[index + 2]))
-            {
+            if let (Some(high), Some(low)) = (hex_value(path[index + 1]), hex_value(path[index + 2])) {
                 out.push(high << 4 | low);
                 index += 3;
                 continue;
@@ -371,10 +347,7 @@ mod tests {
 
     #[test]
     fn partial_until_blank_line() {
-        assert!(matches!(
-            parse("GET / HTTP/1.1\r\nHost: x\r\n"),
-            Parsed::Partial
-        ));
+        assert!(matches!(parse("GET / HTTP/1.1\r\nHost: x\r\n"), Parsed::Partial));
         assert!(matches!(parse("GET / HTTP/1.1\r"), Parsed::Partial));
     }
 
@@ -388,10 +361,7 @@ mod tests {
     #[test]
     fn rfc9112_3_2_host_required_on_1_1() {
         assert_eq!(rejected("GET / HTTP/1.1\r\n\r\n").status(), 400);
-        assert_eq!(
-            rejected("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").status(),
-            400
-        );
+        assert_eq!(rejected("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").status(), 400);
     }
 
     #[test]
@@ -404,8 +374,7 @@ mod tests {
             let text = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {bad}\r\n\r\n");
             assert_eq!(rejected(&text).status(), 400, "value {bad:?}");
         }
-        let differing =
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        let differing = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
         assert_eq!(rejected(differing).status(), 400);
     }
 
@@ -413,8 +382,7 @@ mod tests {
     fn rfc9112_6_1_transfer_encoding_rules() {
         let chunked = complete("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(chunked.framing, BodyFraming::Chunked);
-        let both =
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let both = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(rejected(both).status(), 400);
         let gzip = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n";
         assert_eq!(rejected(gzip).status(), 400);
@@ -426,9 +394,7 @@ mod tests {
 
     #[test]
     fn expect_continue_only_on_1_1() {
-        assert!(
-            complete("PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n\r\n").expect_continue
-        );
+        assert!(complete("PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
         assert!(!complete("PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
     }
 
@@ -437,23 +403,14 @@ mod tests {
         assert_eq!(rejected("GET / HTTP/2.0\r\n\r\n").status(), 400);
         assert_eq!(rejected("GET  / HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
         assert_eq!(rejected("GET / HTTP/1.1\r\nHost : x\r\n\r\n").status(), 400);
-        assert_eq!(
-            rejected("GET foo HTTP/1.1\r\nHost: x\r\n\r\n").status(),
-            400
-        );
-        assert_eq!(
-            rejected("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n").status(),
-            400
-        );
+        assert_eq!(rejected("GET foo HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
+        assert_eq!(rejected("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n").status(), 400);
     }
 
     #[test]
     fn oversized_heads() {
         let long_line = format!("GET /{} HTTP/1.1", "a".repeat(9000));
-        assert_eq!(
-            parse_head(long_line.as_bytes(), 8192).status_of(),
-            Some(414)
-        );
+        assert_eq!(parse_head(long_line.as_bytes(), 8192).status_of(), Some(414));
         let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}", "X-A: b\r\n".repeat(2000));
         assert_eq!(parse_head(many.as_bytes(), 8192).status_of(), Some(431));
     }
@@ -469,10 +426,7 @@ mod tests {
 
     #[test]
     fn targets_split_and_decode() {
-        assert_eq!(
-            split_target(b"/a%20b?x=1#frag"),
-            (&b"/a%20b"[..], &b"x=1"[..])
-        );
+        assert_eq!(split_target(b"/a%20b?x=1#frag"), (&b"/a%20b"[..], &b"x=1"[..]));
         assert_eq!(split_target(b"http://host:80/p?q"), (&b"/p"[..], &b"q"[..]));
         assert_eq!(split_target(b"http://host"), (&b"/"[..], &b""[..]));
         let mut out = Vec::new();

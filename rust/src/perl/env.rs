@@ -45,9 +45,7 @@ pub struct EnvKeys {
 
 fn shared_key(perl: Perl, name: &[u8]) -> *mut SV {
     // SAFETY: newSVpvn_share copies the key into the shared string table and computes its hash.
-    unsafe {
-        thx::Perl_newSVpvn_share(perl.0, name.as_ptr() as *const c_char, name.len() as i32, 0)
-    }
+    unsafe { thx::Perl_newSVpvn_share(perl.0, name.as_ptr() as *const c_char, name.len() as i32, 0) }
 }
 
 impl EnvKeys {
@@ -124,34 +122,15 @@ pub fn build_env(
     let target = head.target.get(bytes);
     let (path, query) = split_target(target);
 
-    store(
-        perl,
-        env,
-        keys.request_method,
-        perl.new_string(head.method.get(bytes)),
-    );
+    store(perl, env, keys.request_method, perl.new_string(head.method.get(bytes)));
     store(perl, env, keys.request_uri, perl.new_string(target));
     percent_decode_into(path, scratch);
     store(perl, env, keys.path_info, perl.new_string(scratch));
     store(perl, env, keys.query_string, perl.new_string(query));
-    let protocol: &[u8] = if head.minor_version == 0 {
-        b"HTTP/1.0"
-    } else {
-        b"HTTP/1.1"
-    };
+    let protocol: &[u8] = if head.minor_version == 0 { b"HTTP/1.0" } else { b"HTTP/1.1" };
     store(perl, env, keys.server_protocol, perl.new_string(protocol));
-    store(
-        perl,
-        env,
-        keys.remote_addr,
-        perl.new_string(request.remote_addr),
-    );
-    store(
-        perl,
-        env,
-        keys.remote_port,
-        perl.new_int(i64::from(request.remote_port)),
-    );
+    store(perl, env, keys.remote_addr, perl.new_string(request.remote_addr));
+    store(perl, env, keys.remote_port, perl.new_int(i64::from(request.remote_port)));
 
     let chunked = head.framing == BodyFraming::Chunked;
     for (name_span, value_span) in &head.headers {
@@ -169,10 +148,7 @@ pub fn build_env(
             store_header(perl, env, keys.content_type, &[], value);
             continue;
         }
-        match COMMON_HEADERS
-            .iter()
-            .position(|common| common.eq_ignore_ascii_case(name))
-        {
+        match COMMON_HEADERS.iter().position(|common| common.eq_ignore_ascii_case(name)) {
             Some(index) => store_header(perl, env, keys.common_headers[index], &[], value),
             None => {
                 cgi_header_name(name, scratch);
@@ -200,22 +176,14 @@ pub fn build_env(
 }
 
 fn has_zero_length_header(head: &RequestHead, bytes: &[u8]) -> bool {
-    head.headers
-        .iter()
-        .any(|(name, _)| name.get(bytes).eq_ignore_ascii_case(b"content-length"))
+    head.headers.iter().any(|(name, _)| name.get(bytes).eq_ignore_ascii_case(b"content-length"))
 }
 
 /// `HTTP_` plus the name upper-cased with `-` as `_` (CGI/PSGI meta-variable form).
 fn cgi_header_name(name: &[u8], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(b"HTTP_");
-    out.extend(name.iter().map(|&byte| {
-        if byte == b'-' {
-            b'_'
-        } else {
-            byte.to_ascii_uppercase()
-        }
-    }));
+    out.extend(name.iter().map(|&byte| if byte == b'-' { b'_' } else { byte.to_ascii_uppercase() }));
 }
 
 /// Stores `value` under a shared key; the hash takes ownership of `value`.
@@ -223,17 +191,7 @@ fn store(perl: Perl, env: *mut HV, key: *mut SV, value: *mut SV) {
     // SAFETY: `env` is our fresh unmagical hash; `key` a shared-hash SV, whose precomputed hash
     // hv_common uses; storing cannot run user code.
     unsafe {
-        thx::Perl_hv_common(
-            perl.0,
-            env,
-            key,
-            std::ptr::null(),
-            0,
-            0,
-            sys::HV_FETCH_ISSTORE as i32,
-            value,
-            0,
-        );
+        thx::Perl_hv_common(perl.0, env, key, std::ptr::null(), 0, 0, sys::HV_FETCH_ISSTORE as i32, value, 0);
     }
 }
 
@@ -260,20 +218,9 @@ fn store_header(perl: Perl, env: *mut HV, key: *mut SV, name: &[u8], value: &[u8
         let existing = *slot;
         if sys::SvFLAGS(existing) & sys::SVf_POK != 0 {
             thx::Perl_sv_catpvn_flags(perl.0, existing, b", ".as_ptr() as *const c_char, 2, 0);
-            thx::Perl_sv_catpvn_flags(
-                perl.0,
-                existing,
-                value.as_ptr() as *const c_char,
-                value.len(),
-                0,
-            );
+            thx::Perl_sv_catpvn_flags(perl.0, existing, value.as_ptr() as *const c_char, value.len(), 0);
         } else {
-            thx::Perl_sv_setpvn(
-                perl.0,
-                existing,
-                value.as_ptr() as *const c_char,
-                value.len(),
-            );
+            thx::Perl_sv_setpvn(perl.0, existing, value.as_ptr() as *const c_char, value.len());
         }
     }
 }

@@ -149,16 +149,12 @@ impl Perl {
     pub fn plain_ref(self, value: *mut SV, kind: sys::svtype) -> Option<*mut SV> {
         // SAFETY: flag and type reads on a live SV run no code.
         unsafe {
-            if value.is_null()
-                || sys::SvFLAGS(value) & (sys::SVf_ROK | sys::SVs_GMG) != sys::SVf_ROK
-            {
+            if value.is_null() || sys::SvFLAGS(value) & (sys::SVf_ROK | sys::SVs_GMG) != sys::SVf_ROK {
                 return None;
             }
             let target = sys::SvRV(value);
             let flags = sys::SvFLAGS(target);
-            if sys::SvTYPE(target) != kind
-                || flags & (sys::SVs_OBJECT | sys::SVs_GMG | sys::SVs_RMG) != 0
-            {
+            if sys::SvTYPE(target) != kind || flags & (sys::SVs_OBJECT | sys::SVs_GMG | sys::SVs_RMG) != 0 {
                 return None;
             }
             Some(target)
@@ -197,10 +193,7 @@ pub fn plain_bytes<'a>(value: *mut SV) -> Option<&'a [u8]> {
         if length == 0 {
             return Some(&[]);
         }
-        Some(std::slice::from_raw_parts(
-            sys::SvPVX(value) as *const u8,
-            length,
-        ))
+        Some(std::slice::from_raw_parts(sys::SvPVX(value) as *const u8, length))
     }
 }
 

@@ -27,10 +27,7 @@ impl AsRef<[u8]> for PerlBytes {
 
 impl PerlBytes {
     fn of(bytes: &[u8]) -> PerlBytes {
-        PerlBytes {
-            pointer: bytes.as_ptr(),
-            length: bytes.len(),
-        }
+        PerlBytes { pointer: bytes.as_ptr(), length: bytes.len() }
     }
 }
 
@@ -60,13 +57,7 @@ impl FastResponse {
 
     /// Fills `self` from a status, a header array reference and, unless `body` is null, a body
     /// array reference; false when any part is not plain.
-    pub fn read_parts(
-        &mut self,
-        perl: Perl,
-        status: *mut SV,
-        headers: *mut SV,
-        body: *mut SV,
-    ) -> bool {
+    pub fn read_parts(&mut self, perl: Perl, status: *mut SV, headers: *mut SV, body: *mut SV) -> bool {
         self.headers.clear();
         self.body.clear();
         self.numbers.clear();
@@ -123,10 +114,7 @@ impl FastResponse {
             self.numbers.push(b'-');
         }
         crate::h1::encode::push_decimal(&mut self.numbers, number.unsigned_abs());
-        PerlBytes {
-            pointer: self.numbers[start..].as_ptr(),
-            length: self.numbers.len() - start,
-        }
+        PerlBytes { pointer: self.numbers[start..].as_ptr(), length: self.numbers.len() - start }
     }
 }
 
@@ -139,9 +127,5 @@ pub fn read_status(value: *mut SV) -> Option<u16> {
     if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        bytes
-            .iter()
-            .fold(0u16, |acc, &digit| acc * 10 + u16::from(digit - b'0')),
-    )
+    Some(bytes.iter().fold(0u16, |acc, &digit| acc * 10 + u16::from(digit - b'0')))
 }
