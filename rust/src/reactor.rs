@@ -221,8 +221,7 @@ impl State {
         self.draining = true;
         let listeners: Vec<Listener> = self.listeners.iter_mut().filter_map(Option::take).collect();
         for listener in listeners {
-            let raw = listener.fd.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+            unwatch_listener(self.poll.as_raw_fd(), listener.fd.as_raw_fd());
         }
         for index in 0..self.slots.len() {
             if self.slots[index].conn.as_ref().is_some_and(Conn::is_idle) {
@@ -328,7 +327,7 @@ impl Reactor {
         set_nonblocking(fd)?;
         let mut state = self.state.borrow_mut();
         let index = state.listeners.len();
-        state.poll.registry().register(&mut SourceFd(&fd), Token(LISTENER_TOKEN_BASE + index), Interest::READABLE)?;
+        watch_listener(state.poll.as_raw_fd(), fd, index)?;
         self.perl.inc(template as *mut SV);
         state.templates.push(template);
         state.listeners.push(Some(Listener { fd: owned, is_unix, retry: false }));
@@ -407,9 +406,12 @@ impl Reactor {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) if error.raw_os_error() == Some(libc::ECONNABORTED) => continue,
                 Err(_) => {
-                    // EMFILE, ENFILE, ENOBUFS...: the pending connection stays in the backlog;
-                    // retry on the next tick instead of spinning.
+                    // EMFILE, ENFILE, ENOBUFS...: the pending connection stays in the backlog.
+                    // The listener is level-triggered, so stop watching it (or the loop would
+                    // spin) and try again on the next tick.
                     listener.retry = true;
+                    let listener_fd = listener.fd.as_raw_fd();
+                    unwatch_listener(state.poll.as_raw_fd(), listener_fd);
                     return;
                 }
             };
@@ -479,6 +481,12 @@ impl Reactor {
                 .collect()
         };
         for index in retry {
+            {
+                let state = self.state.borrow();
+                if let Some(listener) = state.listeners.get(index).and_then(Option::as_ref) {
+                    let _ = watch_listener(state.poll.as_raw_fd(), listener.fd.as_raw_fd(), index);
+                }
+            }
             self.accept_all(index);
         }
         self.run_queues();
@@ -917,6 +925,31 @@ fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
         socket2::SockAddr::new(std::mem::transmute::<libc::sockaddr_storage, socket2::SockAddrStorage>(storage), length)
     };
     Ok((owned, address.as_socket()))
+}
+
+/// Watches a listening socket on mio's epoll instance, level-triggered and with EPOLLEXCLUSIVE:
+/// when several processes share the socket (prefork), a new connection wakes one of them, not
+/// all. mio cannot express that flag, so this is a raw epoll_ctl whose data field carries the
+/// token exactly as mio stores it, and mio reports the event like any other.
+fn watch_listener(poll_fd: RawFd, listener_fd: RawFd, index: usize) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+        u64: (LISTENER_TOKEN_BASE + index) as u64,
+    };
+    // SAFETY: both fds are open and ours; `event` is a valid epoll_event for the call.
+    let result = unsafe { libc::epoll_ctl(poll_fd, libc::EPOLL_CTL_ADD, listener_fd, &mut event) };
+    if result < 0 {
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EEXIST) {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+fn unwatch_listener(poll_fd: RawFd, listener_fd: RawFd) {
+    // SAFETY: removing an fd from our own epoll instance; failure (not watched) is harmless.
+    unsafe { libc::epoll_ctl(poll_fd, libc::EPOLL_CTL_DEL, listener_fd, std::ptr::null_mut()) };
 }
 
 fn set_no_delay(fd: RawFd) {
