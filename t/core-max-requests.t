@@ -31,7 +31,7 @@ response_is($last, 200, 'request /3', 'the third request is answered');
 is(lc($last->header('Connection') // ''), 'close', 'the last response says Connection: close');
 ok($client->closed_without_more_data, 'and the connection closes after it');
 
-ok(wait_until(sub { !$server->is_running }, scaled(10)), 'the server process finishes on its own');
+ok(wait_until(sub { !$server->is_running }, 10), 'the server process finishes on its own');
 is($server->{exit_status}, 0, 'run() returned and the process exited with status 0');
 
 my $refused = client($port);
