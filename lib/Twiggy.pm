@@ -96,11 +96,20 @@ on one address and the kernel balances connections over them. Default 0.
 
 A code reference called with C<< { host, port, server_software } >> once each listener is open.
 
+=item workers
+
+With L<Plack::Handler::Twiggy> (C<twiggy>, C<plackup -s Twiggy>): run a preforking master
+with this many workers instead of one process. C<--max-requests>, C<--graceful-timeout>,
+C<--pid>, C<--user>, C<--group>, C<--socket-mode>, C<--preload-app> and the signals it answers
+are described in L<Twiggy::Prefork>.
+
 =back
 
 Unknown options are ignored, as L<Plack::Runner> expects. Invalid values croak.
 
 =head1 SIGNALS
+
+For one process (the preforking master's signals are in L<Twiggy::Prefork/SIGNALS>):
 
 =over 4
 
@@ -183,6 +192,6 @@ as Perl itself.
 
 =head1 SEE ALSO
 
-L<Twiggy::Server>, L<Plack::Handler::Twiggy>, L<twiggy>, L<AnyEvent>, L<Plack>
+L<Twiggy::Server>, L<Twiggy::Prefork>, L<Plack::Handler::Twiggy>, L<twiggy>, L<AnyEvent>, L<Plack>
 
 =cut

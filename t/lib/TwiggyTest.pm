@@ -10,6 +10,9 @@ package TwiggyTest;
 #     a bounded timeout, keeping unread bytes for the next (pipelined) response.
 #   * parse_response: a small, strict HTTP/1.x response parser (RFC 9112 section 6.3 framing:
 #     no body for HEAD/1xx/204/304, then chunked, then Content-Length, then close-delimited).
+#   * For the prefork tests, imported by name: start_command (exec a command as the server),
+#     perl_command (bin/twiggy or plackup with this distribution's modules), child_pids and
+#     process_title (from /proc), write_file (atomic).
 #
 # Only processes started here are ever signalled, always by their pid.
 
