@@ -6,7 +6,8 @@
 //! timer), so state lives in a `RefCell` that is never borrowed across a call into Perl, and
 //! connections are named by slot index plus generation and looked up again after every call.
 
-use crate::conn::{BodySink, CompleteRequest, Conn, InputEvent, Phase};
+use crate::conn::{BodySink, CompleteRequest, Conn, Expiry, InputEvent, Phase};
+use crate::deadline::DeadlineWheel;
 use crate::h1::encode::{self, DateCache, HeadError, OutFraming};
 use crate::limits::{Config, EVENTS_PER_POLL, WRITE_HIGH_WATER};
 use crate::perl::env::{build_env, EnvKeys, RequestView};
@@ -98,6 +99,7 @@ struct State {
     /// SVs to release once no borrow is held (releasing can run DESTROY).
     releases: Vec<*mut SV>,
     date: DateCache,
+    wheel: DeadlineWheel,
     read_scratch: Vec<u8>,
     draining: bool,
     drained_reported: bool,
@@ -196,7 +198,40 @@ impl State {
             self.flush(index);
         } else {
             self.reap(index);
+            self.arm(index);
         }
+    }
+
+    /// Files the connection's deadline in the wheel if it is earlier than what is filed.
+    fn arm(&mut self, index: usize) {
+        let State { slots, config, wheel, .. } = self;
+        let Some(slot) = slots.get_mut(index) else {
+            return;
+        };
+        let id = make_id(index, slot.generation);
+        let Some(conn) = slot.conn.as_mut() else {
+            return;
+        };
+        if let Some((at, _)) = conn.deadline(config) {
+            let second = wheel.second_of(at);
+            if conn.scheduled.is_none_or(|filed| second < filed) {
+                conn.scheduled = Some(wheel.schedule(id, at));
+            }
+        }
+    }
+
+    /// Acts on a deadline that has passed.
+    fn expire(&mut self, index: usize, expiry: Expiry) {
+        let State { slots, date, .. } = self;
+        let Some(conn) = slots[index].conn.as_mut() else {
+            return;
+        };
+        match expiry {
+            Expiry::Write | Expiry::Idle | Expiry::Linger => conn.dead = true,
+            // RFC 9110 15.5.9: the client took too long to send its request.
+            Expiry::Request => conn.refuse(408, date.get()),
+        }
+        self.flush(index);
     }
 
     fn flush(&mut self, index: usize) {
@@ -213,6 +248,7 @@ impl State {
             conn.dead = true;
         }
         self.reap(index);
+        self.arm(index);
     }
 
     /// Stops accepting (listeners closed: the backlog goes to other processes sharing the
@@ -233,13 +269,11 @@ impl State {
     /// After a response is complete: keep the connection for the next request, or close it.
     fn finish_exchange(&mut self, index: usize, keep_alive: bool) {
         let keep_alive = keep_alive && !self.draining;
-        let keepalive_timeout = self.config.keepalive_timeout;
         let Some(conn) = self.slots[index].conn.as_mut() else {
             return;
         };
         if keep_alive {
-            conn.phase = Phase::Head;
-            conn.deadline = keepalive_timeout.map(|timeout| Instant::now() + timeout);
+            conn.await_next_request();
             self.flush(index);
             self.pump(index);
         } else {
@@ -266,6 +300,7 @@ impl Reactor {
             drains: VecDeque::new(),
             releases: Vec::new(),
             date: DateCache::default(),
+            wheel: DeadlineWheel::new(Instant::now()),
             read_scratch,
             draining: false,
             drained_reported: false,
@@ -393,7 +428,6 @@ impl Reactor {
     fn accept_all(&self, listener_index: usize) {
         let mut state = self.state.borrow_mut();
         let no_delay = state.config.no_delay;
-        let read_timeout = state.config.read_timeout;
         loop {
             let Some(listener) = state.listeners.get_mut(listener_index).and_then(Option::as_mut) else {
                 return;
@@ -439,10 +473,9 @@ impl Reactor {
                 state.free_slots.push(index);
                 continue;
             }
-            let mut conn = Conn::new(fd, listener_index, remote_addr, remote_port, is_unix);
-            conn.deadline = read_timeout.map(|timeout| Instant::now() + timeout);
-            state.slots[index].conn = Some(conn);
+            state.slots[index].conn = Some(Conn::new(fd, listener_index, remote_addr, remote_port, is_unix));
             state.connections += 1;
+            state.arm(index);
         }
     }
 
@@ -451,23 +484,23 @@ impl Reactor {
         {
             let mut state = self.state.borrow_mut();
             let now = Instant::now();
-            for index in 0..state.slots.len() {
-                let State { slots, date, .. } = &mut *state;
-                let Some(conn) = slots[index].conn.as_mut() else {
-                    continue;
+            let mut due = Vec::new();
+            state.wheel.expire(now, &mut due);
+            for id in due {
+                let (index, generation) = split_id(id);
+                let State { slots, config, .. } = &mut *state;
+                let deadline = match slots.get_mut(index) {
+                    Some(Slot { generation: current, conn: Some(conn) }) if *current == generation => {
+                        conn.scheduled = None;
+                        conn.deadline(config)
+                    }
+                    _ => continue,
                 };
-                if conn.deadline.is_none_or(|deadline| deadline > now) {
-                    continue;
+                match deadline {
+                    Some((at, expiry)) if at <= now => state.expire(index, expiry),
+                    Some(_) => state.arm(index),
+                    None => {}
                 }
-                conn.deadline = None;
-                match conn.phase {
-                    Phase::Head if conn.read_buffer.is_empty() => conn.dead = true,
-                    // RFC 9110 15.5.9: the client took too long to send its request.
-                    Phase::Head | Phase::Body(_) => conn.refuse(408, date.get()),
-                    Phase::Lingering => conn.dead = true,
-                    _ => {}
-                }
-                state.flush(index);
             }
         }
         let retry: Vec<usize> = {

@@ -79,26 +79,38 @@ pub enum Parsed {
     Rejected(Reject),
 }
 
-/// Parses a request head from the front of `buf`. `max_head` bounds how much is buffered.
-pub fn parse_head(buf: &[u8], max_head: usize) -> Parsed {
+/// Size limits applied while parsing a head.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    /// Longest request line, without its CRLF (414).
+    pub request_line: usize,
+    /// Largest head, request line and fields with their line ends (431).
+    pub head: usize,
+    /// Most header fields (431); at most `MAX_HEADERS`.
+    pub headers: usize,
+}
+
+/// Parses a request head from the front of `buf`, within `limits`.
+pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Parsed {
+    // RFC 9112 3: a server receiving a request line longer than it wishes to parse answers 414.
+    match buf.iter().position(|&byte| byte == b'\n') {
+        None if buf.len() > limits.request_line + 1 => return Parsed::Rejected(Reject::UriTooLong),
+        Some(end) if end > limits.request_line + 1 => return Parsed::Rejected(Reject::UriTooLong),
+        _ => {}
+    }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut fields);
     let head_len = match request.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() <= max_head {
-                Parsed::Partial
-            } else if !buf.contains(&b'\n') {
-                Parsed::Rejected(Reject::UriTooLong)
-            } else {
-                Parsed::Rejected(Reject::HeadTooLarge)
-            };
+            // RFC 6585 5: 431 for a header section that is too large.
+            return if buf.len() <= limits.head { Parsed::Partial } else { Parsed::Rejected(Reject::HeadTooLarge) };
         }
         Err(httparse::Error::TooManyHeaders) => return Parsed::Rejected(Reject::HeadTooLarge),
         Err(httparse::Error::Version) => return Parsed::Rejected(Reject::BadRequest("unsupported HTTP version")),
         Err(_) => return Parsed::Rejected(Reject::BadRequest("malformed request head")),
     };
-    if head_len > max_head {
+    if head_len > limits.head || request.headers.len() > limits.headers {
         return Parsed::Rejected(Reject::HeadTooLarge);
     }
     let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version) else {
@@ -316,8 +328,10 @@ pub fn hex_value(byte: u8) -> Option<u8> {
 mod tests {
     use super::*;
 
+    const LIMITS: HeadLimits = HeadLimits { request_line: 4096, head: 8192, headers: 100 };
+
     fn parse(text: &str) -> Parsed {
-        parse_head(text.as_bytes(), 8192)
+        parse_head(text.as_bytes(), &LIMITS)
     }
 
     fn complete(text: &str) -> RequestHead {
@@ -409,10 +423,18 @@ mod tests {
 
     #[test]
     fn oversized_heads() {
-        let long_line = format!("GET /{} HTTP/1.1", "a".repeat(9000));
-        assert_eq!(parse_head(long_line.as_bytes(), 8192).status_of(), Some(414));
-        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}", "X-A: b\r\n".repeat(2000));
-        assert_eq!(parse_head(many.as_bytes(), 8192).status_of(), Some(431));
+        let long_line = format!("GET /{} HTTP/1.1", "a".repeat(5000));
+        assert_eq!(parse(&long_line).status_of(), Some(414), "partial line already too long");
+        let long_complete = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
+        assert_eq!(parse(&long_complete).status_of(), Some(414));
+        let fits = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(4096 - 15));
+        assert!(matches!(parse(&fits), Parsed::Complete(_)), "a line of exactly the limit is accepted");
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n", "b".repeat(9000));
+        assert_eq!(parse(&big).status_of(), Some(431), "partial head over the size limit");
+        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-A: b\r\n".repeat(100));
+        assert_eq!(parse(&many).status_of(), Some(431), "101 fields, over the field limit");
+        let too_many_for_httparse = format!("GET / HTTP/1.1\r\nHost: x\r\n{}", "X-A: b\r\n".repeat(200));
+        assert_eq!(parse(&too_many_for_httparse).status_of(), Some(431));
     }
 
     impl Parsed {
