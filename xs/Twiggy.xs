@@ -33,6 +33,7 @@ extern int twiggy_reactor_start_stream(twiggy_reactor *, uint64_t, SV *, SV *);
 extern int twiggy_reactor_write(twiggy_reactor *, uint64_t, const char *, size_t);
 extern int twiggy_reactor_close_stream(twiggy_reactor *, uint64_t);
 extern int twiggy_reactor_on_drain(twiggy_reactor *, uint64_t, SV *);
+extern int twiggy_reactor_on_close(twiggy_reactor *, uint64_t, SV *);
 extern void twiggy_reactor_cut(twiggy_reactor *, uint64_t);
 extern void twiggy_reactor_forget(twiggy_reactor *, uint64_t);
 extern void twiggy_reactor_fail(twiggy_reactor *, uint64_t);
@@ -174,6 +175,18 @@ on_drain(self, id, callback)
     SV *callback
   CODE:
     RETVAL = twiggy_reactor_on_drain(self, id, newSVsv(callback));
+    if (RETVAL < 0)
+        RETVAL = 0;
+  OUTPUT:
+    RETVAL
+
+int
+on_close(self, id, callback)
+    Twiggy::Reactor self
+    uint64_t id
+    SV *callback
+  CODE:
+    RETVAL = twiggy_reactor_on_close(self, id, newSVsv(callback));
     if (RETVAL < 0)
         RETVAL = 0;
   OUTPUT:

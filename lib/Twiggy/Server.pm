@@ -206,6 +206,11 @@ sub _drained {
     return;
 }
 
+# Calls $callback->() if the client of the request behind $env goes away before its response
+# is complete (long-poll and server-push apps stop producing then). Returns false, and calls
+# it at once, when the client is already gone.
+sub on_client_close { Twiggy::Server::Response::on_client_close(@_) }
+
 sub run {
     my ($self, $app) = @_;
     # An app writing to a socket its client has closed (psgix.io) must get EPIPE, not die of
@@ -265,6 +270,14 @@ progress finish, then C<run> returns.
 =item graceful_stop
 
 What SIGQUIT does, for programs that drive the server themselves.
+
+=item Twiggy::Server::on_client_close($env, $callback)
+
+A function: calls C<< $callback->() >> if the client of the request behind C<$env> disconnects
+before its response is complete, so a long-poll or server-push app can stop producing.
+Returns false, and calls it at once, when the client is already gone. The streaming writer has
+the same as a method, C<< $writer->on_close($callback) >>, and C<< $writer->poll_cb($callback) >>
+calls back once written data has drained to the socket.
 
 =item start_listen($app)
 

@@ -167,6 +167,8 @@ pub struct Conn {
     pub io_handle: *mut SV,
     /// A Perl callback to run when the output buffer has drained (pull bodies).
     pub drain_callback: *mut SV,
+    /// A Perl callback to run if the connection closes before the current response is done.
+    pub close_callback: *mut SV,
 }
 
 impl Conn {
@@ -202,6 +204,7 @@ impl Conn {
             is_unix,
             io_handle: std::ptr::null_mut(),
             drain_callback: std::ptr::null_mut(),
+            close_callback: std::ptr::null_mut(),
         }
     }
 
@@ -246,6 +249,11 @@ impl Conn {
             _ => {}
         }
         earliest
+    }
+
+    /// Whether a request is with the app or its response is under way.
+    pub fn has_outstanding_request(&self) -> bool {
+        matches!(self.phase, Phase::Queued | Phase::App | Phase::Sending { .. }) && !self.close_after_flush
     }
 
     /// The response is complete and the connection stays: wait for the next request.

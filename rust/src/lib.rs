@@ -318,6 +318,19 @@ pub extern "C" fn twiggy_reactor_on_drain(reactor: *const Reactor, id: u64, call
     })
 }
 
+/// Stores `callback` (XS passes a new reference, which we own) to run if the connection closes
+/// before the current response is complete. 1 stored, 0 already gone (then it runs at once).
+#[no_mangle]
+pub extern "C" fn twiggy_reactor_on_close(reactor: *const Reactor, id: u64, callback: *mut SV) -> i32 {
+    guard(GONE, || {
+        // SAFETY: XS passes a live reactor.
+        let Some(reactor) = (unsafe { reactor_ref(reactor) }) else {
+            return GONE;
+        };
+        respond_status(reactor.on_close(id, callback))
+    })
+}
+
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_cut(reactor: *const Reactor, id: u64) {
     // SAFETY: XS passes a live reactor.

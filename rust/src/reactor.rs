@@ -32,7 +32,8 @@ pub struct Hooks {
     pub respond: *mut SV,
     /// `($env, $error)`: report an error on psgi.errors.
     pub log_error: *mut SV,
-    /// `($fd, $is_unix)`: an IO::Socket for psgix.io owning `$fd`.
+    /// `($fd, $is_unix, $reactor, $id)`: an IO::Socket for psgix.io owning `$fd`, which
+    /// remembers its connection for `Twiggy::Server::on_client_close`.
     pub make_io: *mut SV,
     /// `($bytes)`: a seekable in-memory psgi.input.
     pub input_from_string: *mut SV,
@@ -96,6 +97,8 @@ struct State {
     free_slots: Vec<usize>,
     ready: VecDeque<u64>,
     drains: VecDeque<u64>,
+    /// Close callbacks of connections that went away mid-response, to be called.
+    closed: Vec<*mut SV>,
     /// SVs to release once no borrow is held (releasing can run DESTROY).
     releases: Vec<*mut SV>,
     date: DateCache,
@@ -164,6 +167,11 @@ impl State {
         }
         self.releases.push(conn.io_handle);
         self.releases.push(conn.drain_callback);
+        if conn.has_outstanding_request() && !conn.close_callback.is_null() {
+            self.closed.push(conn.close_callback);
+        } else {
+            self.releases.push(conn.close_callback);
+        }
         drop(conn);
         self.free_slots.push(index);
         self.connections -= 1;
@@ -272,6 +280,8 @@ impl State {
         let Some(conn) = self.slots[index].conn.as_mut() else {
             return;
         };
+        // The exchange is over: a close callback was for this request only.
+        self.releases.push(std::mem::replace(&mut conn.close_callback, std::ptr::null_mut()));
         if keep_alive {
             conn.await_next_request();
             self.flush(index);
@@ -298,6 +308,7 @@ impl Reactor {
             free_slots: Vec::new(),
             ready: VecDeque::new(),
             drains: VecDeque::new(),
+            closed: Vec::new(),
             releases: Vec::new(),
             date: DateCache::default(),
             wheel: DeadlineWheel::new(Instant::now()),
@@ -552,8 +563,27 @@ impl Reactor {
             }
             self.dispatching.set(false);
         }
+        self.notify_closed();
         self.release_deferred();
         self.report_drained();
+    }
+
+    /// Tells apps that asked (`on_close`) that their client went away.
+    fn notify_closed(&self) {
+        loop {
+            let callbacks = std::mem::take(&mut self.state.borrow_mut().closed);
+            if callbacks.is_empty() {
+                return;
+            }
+            for callback in callbacks {
+                self.perl.enter_scope();
+                if let Called::Died(error) = self.perl.call(callback, &[]) {
+                    self.log_error(std::ptr::null_mut(), error);
+                }
+                self.perl.leave_scope();
+                self.perl.dec(callback);
+            }
+        }
     }
 
     fn release_deferred(&self) {
@@ -639,7 +669,7 @@ impl Reactor {
         };
         perl.enter_scope();
         if let Some(fd) = duplicate {
-            let io = self.make_io(fd, is_unix);
+            let io = self.make_io(fd, is_unix, id);
             let mut state = self.state.borrow_mut();
             match state.conn_mut(id) {
                 Some(conn) if !io.is_null() => conn.io_handle = perl.inc(io),
@@ -682,9 +712,14 @@ impl Reactor {
         }
     }
 
-    fn make_io(&self, fd: RawFd, is_unix: bool) -> *mut SV {
+    fn make_io(&self, fd: RawFd, is_unix: bool, id: u64) -> *mut SV {
         let perl = self.perl;
-        let arguments = [perl.mortal(perl.new_int(i64::from(fd))), perl.mortal(perl.new_int(i64::from(is_unix)))];
+        let arguments = [
+            perl.mortal(perl.new_int(i64::from(fd))),
+            perl.mortal(perl.new_int(i64::from(is_unix))),
+            perl.mortal(perl.new_ref(self.self_sv.get())),
+            perl.mortal(perl.new_int(id as i64)),
+        ];
         match perl.call(self.hooks.make_io, &arguments) {
             Called::Returned(handle) => handle,
             Called::Died(error) => {
@@ -831,6 +866,8 @@ impl Reactor {
         conn.facts.keep_alive = plan.keep_alive;
         conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
         state.flush(index);
+        drop(state);
+        self.run_queues();
         Ok(())
     }
 
@@ -844,8 +881,10 @@ impl Reactor {
         }
         conn.push_body(data);
         state.flush(index);
-        let conn = state.conn_mut(id).ok_or(RespondError::Gone)?;
-        Ok(conn.pending_output() <= WRITE_HIGH_WATER)
+        let below_high_water = state.conn_mut(id).map(|conn| conn.pending_output() <= WRITE_HIGH_WATER);
+        drop(state);
+        self.run_queues();
+        below_high_water.ok_or(RespondError::Gone)
     }
 
     /// Ends a streamed body.
@@ -884,6 +923,25 @@ impl Reactor {
         Ok(())
     }
 
+    /// Runs `callback` (a reference we now own) if the connection closes before the current
+    /// response is complete; at once if it is already gone.
+    pub fn on_close(&self, id: u64, callback: *mut SV) -> Result<(), RespondError> {
+        let mut state = self.state.borrow_mut();
+        match state.conn_mut(id) {
+            Some(conn) if conn.has_outstanding_request() => {
+                let previous = std::mem::replace(&mut conn.close_callback, callback);
+                state.releases.push(previous);
+                Ok(())
+            }
+            _ => {
+                state.closed.push(callback);
+                drop(state);
+                self.run_queues();
+                Err(RespondError::Gone)
+            }
+        }
+    }
+
     /// Cuts the connection: no more bytes, the client sees an incomplete response.
     pub fn cut(&self, id: u64) {
         let mut state = self.state.borrow_mut();
@@ -891,6 +949,8 @@ impl Reactor {
         if state.conn_mut(id).is_some() {
             state.remove(index, true);
         }
+        drop(state);
+        self.run_queues();
     }
 
     /// The app has let go of a request without answering (its responder is gone): close our
