@@ -138,6 +138,11 @@ fn interpret(
     if !target_ok {
         return Err(Reject::BadRequest("unsupported request target"));
     }
+    // RFC 3986 2.1: "%" must start a two-hex-digit escape; the path is decoded for PATH_INFO,
+    // so a broken escape there is refused (as HTTP::Parser::XS does), not guessed at.
+    if !has_valid_escapes(split_target(target.as_bytes()).0) {
+        return Err(Reject::BadRequest("invalid percent-encoding in the request path"));
+    }
 
     let mut content_length: Option<u64> = None;
     let mut transfer_codings: Vec<&[u8]> = Vec::new();
@@ -315,6 +320,18 @@ pub fn percent_decode_into(path: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+fn has_valid_escapes(path: &[u8]) -> bool {
+    let mut index = 0;
+    while let Some(offset) = path[index..].iter().position(|&byte| byte == b'%') {
+        let at = index + offset;
+        match (path.get(at + 1).copied().and_then(hex_value), path.get(at + 2).copied().and_then(hex_value)) {
+            (Some(_), Some(_)) => index = at + 3,
+            _ => return false,
+        }
+    }
+    true
+}
+
 pub fn hex_value(byte: u8) -> Option<u8> {
     match byte {
         b'0'..=b'9' => Some(byte - b'0'),
@@ -419,6 +436,9 @@ mod tests {
         assert_eq!(rejected("GET / HTTP/1.1\r\nHost : x\r\n\r\n").status(), 400);
         assert_eq!(rejected("GET foo HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
         assert_eq!(rejected("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n").status(), 400);
+        assert_eq!(rejected("GET /a%2 HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
+        assert_eq!(rejected("GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
+        assert!(matches!(parse("GET /a%2F?q=%zz HTTP/1.1\r\nHost: x\r\n\r\n"), Parsed::Complete(_)), "query is raw");
     }
 
     #[test]
