@@ -58,10 +58,21 @@ The listen queue length. Default 0, meaning the kernel's maximum (C<net.core.som
 
 TCP_NODELAY on accepted sockets. Default 1.
 
-=item timeout
+=item read_timeout (alias: timeout)
 
-Seconds allowed for a client to send a request head and body (the original's meaning). A
-client that is too slow gets C<408 Request Timeout>. Default 300; 0 means no limit.
+Seconds allowed to receive a request head, counted from its first byte (from the accept for a
+connection's first request). A client that is too slow gets C<408 Request Timeout> and the
+connection closes; one that sent nothing is closed quietly. C<timeout> is the original's name
+for it. Default 300; 0 means no limit.
+
+=item body_timeout
+
+Longest silence, in seconds, while a request body arrives; then C<408> and close. Default 60.
+
+=item write_timeout
+
+Seconds output may stay stuck on a client that reads nothing before the connection is cut.
+Default 60.
 
 =item keepalive_timeout
 
@@ -71,10 +82,23 @@ Seconds an idle keep-alive connection stays open. Default 30; 0 means no limit.
 
 Bytes read from a socket per read call. Default 65536.
 
+=item max_request_line
+
+Longest request line in bytes; longer ones get C<414 URI Too Long>. Default 8190.
+
 =item max_head_size
 
-Largest request head (request line and headers). Longer request lines get C<414>, larger
-heads or more than 128 header fields C<431>. Default 65536.
+Largest request head (request line and header fields) in bytes; larger ones get C<431>.
+Default 65536.
+
+=item max_headers
+
+Most header fields in one request (at most 128); more get C<431>. Default 100.
+
+=item max_body
+
+Largest request body in bytes; a larger declared body gets C<413> before it is read, a larger
+chunked body as soon as it grows past the limit. Default 0: no limit.
 
 =item body_in_memory
 

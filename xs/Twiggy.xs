@@ -19,8 +19,7 @@ typedef struct twiggy_reactor twiggy_reactor;
 typedef twiggy_reactor *Twiggy__Reactor;
 
 extern const char *twiggy_last_error(void);
-extern twiggy_reactor *twiggy_reactor_new(PerlInterpreter *, SV *, double, double, size_t, int, size_t, size_t,
-                                          uint64_t);
+extern twiggy_reactor *twiggy_reactor_new(PerlInterpreter *, SV *, SV *);
 extern void twiggy_reactor_set_self(twiggy_reactor *, SV *);
 extern void twiggy_reactor_free(twiggy_reactor *);
 extern int twiggy_reactor_fd(twiggy_reactor *);
@@ -34,6 +33,7 @@ extern int twiggy_reactor_start_stream(twiggy_reactor *, uint64_t, SV *, SV *);
 extern int twiggy_reactor_write(twiggy_reactor *, uint64_t, const char *, size_t);
 extern int twiggy_reactor_close_stream(twiggy_reactor *, uint64_t);
 extern int twiggy_reactor_on_drain(twiggy_reactor *, uint64_t, SV *);
+extern int twiggy_reactor_on_close(twiggy_reactor *, uint64_t, SV *);
 extern void twiggy_reactor_cut(twiggy_reactor *, uint64_t);
 extern void twiggy_reactor_forget(twiggy_reactor *, uint64_t);
 extern void twiggy_reactor_fail(twiggy_reactor *, uint64_t);
@@ -54,22 +54,14 @@ MODULE = Twiggy  PACKAGE = Twiggy::Reactor
 PROTOTYPES: DISABLE
 
 SV *
-_new(class, hooks, read_timeout, keepalive_timeout, read_chunk_size, no_delay, max_head_bytes, body_in_memory, max_requests)
+_new(class, hooks, options)
     const char *class
     SV *hooks
-    double read_timeout
-    double keepalive_timeout
-    UV read_chunk_size
-    int no_delay
-    UV max_head_bytes
-    UV body_in_memory
-    UV max_requests
+    SV *options
   PREINIT:
     twiggy_reactor *reactor;
   CODE:
-    reactor = twiggy_reactor_new(TWIGGY_THX, hooks, read_timeout, keepalive_timeout,
-                                 (size_t)read_chunk_size, no_delay, (size_t)max_head_bytes,
-                                 (size_t)body_in_memory, (uint64_t)max_requests);
+    reactor = twiggy_reactor_new(TWIGGY_THX, hooks, options);
     if (!reactor)
         croak("Twiggy: %s", twiggy_last_error());
     RETVAL = sv_setref_pv(newSV(0), class, (void *)reactor);
@@ -183,6 +175,18 @@ on_drain(self, id, callback)
     SV *callback
   CODE:
     RETVAL = twiggy_reactor_on_drain(self, id, newSVsv(callback));
+    if (RETVAL < 0)
+        RETVAL = 0;
+  OUTPUT:
+    RETVAL
+
+int
+on_close(self, id, callback)
+    Twiggy::Reactor self
+    uint64_t id
+    SV *callback
+  CODE:
+    RETVAL = twiggy_reactor_on_close(self, id, newSVsv(callback));
     if (RETVAL < 0)
         RETVAL = 0;
   OUTPUT:

@@ -10,40 +10,65 @@ use Twiggy::Server::Response ();
 
 use constant DEBUG => $ENV{TWIGGY_DEBUG};
 
-# Options of the original Twiggy keep their names and meaning; the rest are ours. Values in
-# seconds accept fractions; 0 turns a timeout off.
-my %DEFAULTS = (
-    no_delay          => 1,
-    timeout           => 300,
-    keepalive_timeout => 30,
-    read_chunk_size   => 65536,
-    max_head_size     => 65536,
-    body_in_memory    => 1024 * 1024,
-    backlog           => 0,        # 0: the kernel's maximum (net.core.somaxconn)
-    max_requests      => 0,        # 0: no limit; else drain after this many requests
+# Options of the original Twiggy keep their names and meaning (`timeout` is the original's name
+# for read_timeout); the rest are ours. Every default is listed in Twiggy's POD (OPTIONS).
+# Timeouts are seconds, fractions allowed; 0 turns a timeout off.
+my %TIMEOUTS = (
+    read_timeout      => 300,    # a request head, from its first byte (or from the accept)
+    body_timeout      => 60,     # silence while a request body arrives
+    write_timeout     => 60,     # output stuck on a client that reads nothing
+    keepalive_timeout => 30,     # idle between requests
 );
 
+# Sizes are whole numbers; 0 means "no limit" for max_body and max_requests, and "the kernel's
+# maximum" for backlog.
+my %SIZES = (
+    read_chunk_size  => 65536,
+    max_request_line => 8190,
+    max_head_size    => 65536,
+    max_headers      => 100,
+    max_body         => 0,
+    body_in_memory   => 1024 * 1024,
+    backlog          => 0,
+    max_requests     => 0,
+);
+
+# The most header fields the parser can hold.
+use constant MAX_HEADERS_LIMIT => 128;
+
 sub new {
-    my ($class, @args) = @_;
-    my $self = bless { %DEFAULTS, @args }, $class;
+    my ($class, %args) = @_;
+    $args{read_timeout} = $args{timeout} if defined $args{timeout} && !defined $args{read_timeout};
+    my $self = bless { no_delay => 1, %args }, $class;
     $self->_check_options;
     return $self;
 }
 
 sub _check_options {
     my $self = shift;
-    for my $name (qw(timeout keepalive_timeout)) {
+    for my $name (sort keys %TIMEOUTS) {
         my $value = $self->{$name};
-        $self->{$name} = 0 unless defined $value;
+        if (!defined $value || $value eq '') {
+            $self->{$name} = $TIMEOUTS{$name};
+            next;
+        }
         Carp::croak("Twiggy: option '$name' must be a number of seconds, not '$value'")
-            unless !defined $value || $value =~ /\A\s*(?:\d+(?:\.\d*)?|\.\d+)\s*\z/;
+            unless $value =~ /\A\s*(?:\d+(?:\.\d*)?|\.\d+)\s*\z/;
+        $self->{$name} = 0 + $value;
     }
-    for my $name (qw(read_chunk_size max_head_size body_in_memory backlog max_requests)) {
+    $self->{timeout} = $self->{read_timeout};
+    for my $name (sort keys %SIZES) {
         my $value = $self->{$name};
-        $self->{$name} = $DEFAULTS{$name} unless defined $value;
+        if (!defined $value || $value eq '') {
+            $self->{$name} = $SIZES{$name};
+            next;
+        }
         Carp::croak("Twiggy: option '$name' must be a whole number, not '$value'")
-            unless !defined $value || $value =~ /\A\s*\d+\s*\z/;
+            unless $value =~ /\A\s*\d+\s*\z/;
+        $self->{$name} = 0 + $value;
     }
+    Carp::croak("Twiggy: option 'max_headers' can be at most " . MAX_HEADERS_LIMIT)
+        if $self->{max_headers} > MAX_HEADERS_LIMIT;
     if (defined $self->{port}) {
         Carp::croak("Twiggy: option 'port' must be a number from 0 to 65535, not '$self->{port}'")
             unless $self->{port} =~ /\A\d+\z/ && $self->{port} <= 65535;
@@ -55,6 +80,14 @@ sub _check_options {
         Carp::croak("Twiggy: option 'server_ready' must be a code reference");
     }
     return;
+}
+
+# The numbers the Rust core reads (see limits::Config::from_options).
+sub _core_options {
+    my $self = shift;
+    my %options = map { $_ => $self->{$_} } keys %TIMEOUTS, grep { $_ ne 'backlog' } keys %SIZES;
+    $options{no_delay} = $self->{no_delay} ? 1 : 0;
+    return \%options;
 }
 
 # Starts serving $app inside the caller's AnyEvent loop and returns.
@@ -76,13 +109,7 @@ sub register_service {
             sub { $weak_self->_drained if $weak_self },
             Twiggy::Server::Response::null_input(),
         ],
-        $self->{timeout},
-        $self->{keepalive_timeout},
-        $self->{read_chunk_size},
-        $self->{no_delay} ? 1 : 0,
-        $self->{max_head_size},
-        $self->{body_in_memory},
-        $self->{max_requests},
+        $self->_core_options,
     );
     $self->{reactor} = $reactor;
 
@@ -179,6 +206,11 @@ sub _drained {
     return;
 }
 
+# Calls $callback->() if the client of the request behind $env goes away before its response
+# is complete (long-poll and server-push apps stop producing then). Returns false, and calls
+# it at once, when the client is already gone.
+sub on_client_close { Twiggy::Server::Response::on_client_close(@_) }
+
 sub run {
     my ($self, $app) = @_;
     # An app writing to a socket its client has closed (psgix.io) must get EPIPE, not die of
@@ -238,6 +270,14 @@ progress finish, then C<run> returns.
 =item graceful_stop
 
 What SIGQUIT does, for programs that drive the server themselves.
+
+=item Twiggy::Server::on_client_close($env, $callback)
+
+A function: calls C<< $callback->() >> if the client of the request behind C<$env> disconnects
+before its response is complete, so a long-poll or server-push app can stop producing.
+Returns false, and calls it at once, when the client is already gone. The streaming writer has
+the same as a method, C<< $writer->on_close($callback) >>, and C<< $writer->poll_cb($callback) >>
+calls back once written data has drained to the socket.
 
 =item start_listen($app)
 

@@ -5,17 +5,28 @@
 
 use crate::h1::decode::ChunkedDecoder;
 use crate::h1::encode::{self, OutFraming, RequestFacts};
-use crate::h1::parse::{parse_head, BodyFraming, Parsed, RequestHead};
-use crate::limits::{Config, WRITE_HIGH_WATER};
+use crate::h1::parse::{parse_head, BodyFraming, HeadLimits, Parsed, RequestHead};
+use crate::limits::{Config, LINGER_SECONDS, WRITE_HIGH_WATER};
 use crate::perl::SV;
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// How long a closing connection keeps discarding input after its last response, so that the
-/// kernel does not reset the connection (and destroy that response) over unread bytes.
-const LINGER: Duration = Duration::from_secs(2);
+const LINGER: Duration = Duration::from_secs(LINGER_SECONDS);
+
+/// Which timeout a connection's deadline belongs to; it decides what happens when it passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// Output has been stuck for `write_timeout`: cut the connection.
+    Write,
+    /// A request head or body did not arrive in time: 408, then close.
+    Request,
+    /// Nothing was sent (idle keep-alive, or a connect without a request): close quietly.
+    Idle,
+    /// The linger after the last response is over: close.
+    Linger,
+}
 
 #[derive(Debug)]
 pub enum BodyReader {
@@ -130,7 +141,19 @@ pub struct Conn {
     pub close_after_flush: bool,
     /// Drop the connection at the next opportunity (error or peer gone).
     pub dead: bool,
-    pub deadline: Option<Instant>,
+    /// When the connection last became idle (accepted, or finished a response).
+    pub idle_since: Instant,
+    /// Responses completed on this connection.
+    pub requests_finished: u64,
+    /// When the first byte of the current request head arrived.
+    head_started: Option<Instant>,
+    /// When body bytes last arrived.
+    body_progress: Instant,
+    /// Since when output has been waiting on a socket that takes nothing.
+    output_stalled_since: Option<Instant>,
+    linger_until: Option<Instant>,
+    /// The wheel second this connection is filed under, if any.
+    pub scheduled: Option<u64>,
     pub head: Option<RequestHead>,
     /// The bytes `head` points into (kept apart from the read buffer so pipelined input can follow).
     pub head_bytes: Vec<u8>,
@@ -144,10 +167,13 @@ pub struct Conn {
     pub io_handle: *mut SV,
     /// A Perl callback to run when the output buffer has drained (pull bodies).
     pub drain_callback: *mut SV,
+    /// A Perl callback to run if the connection closes before the current response is done.
+    pub close_callback: *mut SV,
 }
 
 impl Conn {
     pub fn new(fd: OwnedFd, listener: usize, remote_addr: Vec<u8>, remote_port: u16, is_unix: bool) -> Conn {
+        let now = Instant::now();
         Conn {
             fd,
             listener,
@@ -161,7 +187,13 @@ impl Conn {
             peer_closed: false,
             close_after_flush: false,
             dead: false,
-            deadline: None,
+            idle_since: now,
+            requests_finished: 0,
+            head_started: None,
+            body_progress: now,
+            output_stalled_since: None,
+            linger_until: None,
+            scheduled: None,
             head: None,
             head_bytes: Vec::new(),
             body: None,
@@ -172,6 +204,7 @@ impl Conn {
             is_unix,
             io_handle: std::ptr::null_mut(),
             drain_callback: std::ptr::null_mut(),
+            close_callback: std::ptr::null_mut(),
         }
     }
 
@@ -186,6 +219,48 @@ impl Conn {
     /// Whether the connection is between requests with nothing buffered (safe to close on drain).
     pub fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::Head) && self.read_buffer.is_empty() && self.pending_output() == 0
+    }
+
+    /// The next deadline of this connection and what it is for.
+    pub fn deadline(&self, config: &Config) -> Option<(Instant, Expiry)> {
+        let mut earliest: Option<(Instant, Expiry)> = None;
+        let mut consider = |at: Option<Instant>, expiry: Expiry| {
+            if let Some(at) = at {
+                if earliest.is_none_or(|(current, _)| at < current) {
+                    earliest = Some((at, expiry));
+                }
+            }
+        };
+        if let Some(since) = self.output_stalled_since {
+            consider(config.write_timeout.map(|timeout| since + timeout), Expiry::Write);
+        }
+        match self.phase {
+            Phase::Head => match self.head_started {
+                Some(started) => consider(config.read_timeout.map(|timeout| started + timeout), Expiry::Request),
+                None if self.requests_finished == 0 => {
+                    consider(config.read_timeout.map(|timeout| self.idle_since + timeout), Expiry::Idle)
+                }
+                None => consider(config.keepalive_timeout.map(|timeout| self.idle_since + timeout), Expiry::Idle),
+            },
+            Phase::Body(_) => {
+                consider(config.body_timeout.map(|timeout| self.body_progress + timeout), Expiry::Request)
+            }
+            Phase::Lingering => consider(self.linger_until, Expiry::Linger),
+            _ => {}
+        }
+        earliest
+    }
+
+    /// Whether a request is with the app or its response is under way.
+    pub fn has_outstanding_request(&self) -> bool {
+        matches!(self.phase, Phase::Queued | Phase::App | Phase::Sending { .. }) && !self.close_after_flush
+    }
+
+    /// The response is complete and the connection stays: wait for the next request.
+    pub fn await_next_request(&mut self) {
+        self.phase = Phase::Head;
+        self.requests_finished += 1;
+        self.idle_since = Instant::now();
     }
 
     pub fn take_request(&mut self) -> Option<CompleteRequest> {
@@ -217,10 +292,8 @@ impl Conn {
                     if matches!(self.phase, Phase::Lingering) {
                         continue;
                     }
-                    if self.read_buffer.is_empty() && matches!(self.phase, Phase::Head) {
-                        if let Some(timeout) = config.read_timeout {
-                            self.deadline = Some(now + timeout);
-                        }
+                    if matches!(self.phase, Phase::Body(_)) {
+                        self.body_progress = now;
                     }
                     self.read_buffer.extend_from_slice(&scratch[..count]);
                 }
@@ -267,15 +340,24 @@ impl Conn {
         if self.read_buffer.is_empty() {
             return InputEvent::Nothing;
         }
-        // Re-parse only when new bytes could have ended the head (a trickling client would
-        // otherwise cost a full parse per byte).
+        if self.head_started.is_none() {
+            self.head_started = Some(Instant::now());
+        }
+        // Re-parse only when new bytes could have ended a line or broken a limit (a trickling
+        // client would otherwise cost a full parse per byte).
         let fresh = &self.read_buffer[self.scanned.saturating_sub(3)..];
-        if !fresh.contains(&b'\n') && self.read_buffer.len() <= config.max_head_bytes {
+        let quiet_limit = config.max_request_line.min(config.max_head_bytes);
+        if !fresh.contains(&b'\n') && self.read_buffer.len() <= quiet_limit {
             self.scanned = self.read_buffer.len();
             return InputEvent::Nothing;
         }
         self.scanned = self.read_buffer.len();
-        match parse_head(&self.read_buffer, config.max_head_bytes) {
+        let limits = HeadLimits {
+            request_line: config.max_request_line,
+            head: config.max_head_bytes,
+            headers: config.max_headers,
+        };
+        match parse_head(&self.read_buffer, &limits) {
             Parsed::Partial => InputEvent::Nothing,
             Parsed::Rejected(reject) => InputEvent::Refused(reject.status()),
             Parsed::Complete(head) => {
@@ -284,6 +366,13 @@ impl Conn {
                 self.read_buffer.drain(..head.head_len);
                 self.scanned = 0;
                 let framing = head.framing;
+                // RFC 9110 15.5.14: refuse a declared body over the limit before reading it (and
+                // before any 100 Continue, so a well-behaved client never sends it).
+                if let (BodyFraming::Length(length), Some(limit)) = (framing, config.max_body) {
+                    if length > limit {
+                        return InputEvent::Refused(413);
+                    }
+                }
                 if head.expect_continue && framing != BodyFraming::None && self.read_buffer.is_empty() {
                     self.write_buffer.extend_from_slice(encode::CONTINUE);
                 }
@@ -340,6 +429,9 @@ impl Conn {
                 if sink.append(&decoded, config.body_in_memory).is_err() {
                     return InputEvent::Refused(500);
                 }
+                if config.max_body.is_some_and(|limit| sink.length() > limit) {
+                    return InputEvent::Refused(413);
+                }
                 decoder.is_done()
             }
         };
@@ -360,7 +452,7 @@ impl Conn {
         };
         self.request = Some(CompleteRequest { head, body });
         self.phase = Phase::Queued;
-        self.deadline = None;
+        self.head_started = None;
         InputEvent::Request
     }
 
@@ -392,11 +484,19 @@ impl Conn {
             };
             if count >= 0 {
                 self.written += count as usize;
+                if count > 0 && self.output_stalled_since.is_some() {
+                    self.output_stalled_since = Some(Instant::now());
+                }
                 continue;
             }
             let error = io::Error::last_os_error();
             match error.kind() {
-                io::ErrorKind::WouldBlock => return true,
+                io::ErrorKind::WouldBlock => {
+                    if self.output_stalled_since.is_none() {
+                        self.output_stalled_since = Some(Instant::now());
+                    }
+                    return true;
+                }
                 io::ErrorKind::Interrupted => continue,
                 _ => {
                     self.dead = true;
@@ -406,6 +506,7 @@ impl Conn {
         }
         self.write_buffer.clear();
         self.written = 0;
+        self.output_stalled_since = None;
         if self.write_buffer.capacity() > 4 * WRITE_HIGH_WATER {
             self.write_buffer.shrink_to(WRITE_HIGH_WATER);
         }
@@ -422,7 +523,7 @@ impl Conn {
         // SAFETY: shutdown on our own socket fd.
         unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_WR) };
         self.phase = Phase::Lingering;
-        self.deadline = Some(Instant::now() + LINGER);
+        self.linger_until = Some(Instant::now() + LINGER);
         self.read_buffer = Vec::new();
         if self.peer_closed {
             self.dead = true;

@@ -10,6 +10,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod conn;
+pub mod deadline;
 pub mod h1 {
     pub mod decode;
     pub mod encode;
@@ -65,18 +66,13 @@ pub extern "C" fn twiggy_last_error() -> *const c_char {
 }
 
 /// Creates a reactor. `hooks` is an array reference, in `Hooks` order, of app, respond,
-/// log_error, make_io, input_from_string, input_from_fd, drained and the null input.
+/// log_error, make_io, input_from_string, input_from_fd, drained and the null input;
+/// `options` a hash reference of numbers (see `limits::Config::from_options`).
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_new(
     interpreter: *mut PerlInterpreter,
     hooks: *mut SV,
-    read_timeout: f64,
-    keepalive_timeout: f64,
-    read_chunk_size: usize,
-    no_delay: i32,
-    max_head_bytes: usize,
-    body_in_memory: usize,
-    max_requests: u64,
+    options: *mut SV,
 ) -> *mut Reactor {
     guard(std::ptr::null_mut(), || {
         let perl = Perl(interpreter);
@@ -89,6 +85,11 @@ pub extern "C" fn twiggy_reactor_new(
             set_error("hooks must hold eight values");
             return std::ptr::null_mut();
         }
+        let Some(options) = perl.plain_ref(options, libperl_sys::svtype::SVt_PVHV) else {
+            set_error("options must be a hash reference");
+            return std::ptr::null_mut();
+        };
+        let config = limits::Config::from_options(|name| perl.hash_number(options as *mut HV, name));
         let hooks = Hooks {
             app: perl.copy(items[0]),
             respond: perl.copy(items[1]),
@@ -98,16 +99,6 @@ pub extern "C" fn twiggy_reactor_new(
             input_from_fd: perl.copy(items[5]),
             drained: perl.copy(items[6]),
             null_input: perl.copy(items[7]),
-        };
-        let defaults = limits::Config::default();
-        let config = limits::Config {
-            read_timeout: limits::timeout_from_secs(read_timeout),
-            keepalive_timeout: limits::timeout_from_secs(keepalive_timeout),
-            read_chunk_size: if read_chunk_size > 0 { read_chunk_size } else { defaults.read_chunk_size },
-            max_head_bytes: if max_head_bytes > 0 { max_head_bytes } else { defaults.max_head_bytes },
-            body_in_memory: if body_in_memory > 0 { body_in_memory } else { defaults.body_in_memory },
-            no_delay: no_delay != 0,
-            max_requests: (max_requests > 0).then_some(max_requests),
         };
         match Reactor::new(perl, hooks, config) {
             Ok(reactor) => Box::into_raw(Box::new(reactor)),
@@ -324,6 +315,19 @@ pub extern "C" fn twiggy_reactor_on_drain(reactor: *const Reactor, id: u64, call
             return GONE;
         };
         respond_status(reactor.on_drain(id, callback))
+    })
+}
+
+/// Stores `callback` (XS passes a new reference, which we own) to run if the connection closes
+/// before the current response is complete. 1 stored, 0 already gone (then it runs at once).
+#[no_mangle]
+pub extern "C" fn twiggy_reactor_on_close(reactor: *const Reactor, id: u64, callback: *mut SV) -> i32 {
+    guard(GONE, || {
+        // SAFETY: XS passes a live reactor.
+        let Some(reactor) = (unsafe { reactor_ref(reactor) }) else {
+            return GONE;
+        };
+        respond_status(reactor.on_close(id, callback))
     })
 }
 

@@ -6,7 +6,8 @@
 //! timer), so state lives in a `RefCell` that is never borrowed across a call into Perl, and
 //! connections are named by slot index plus generation and looked up again after every call.
 
-use crate::conn::{BodySink, CompleteRequest, Conn, InputEvent, Phase};
+use crate::conn::{BodySink, CompleteRequest, Conn, Expiry, InputEvent, Phase};
+use crate::deadline::DeadlineWheel;
 use crate::h1::encode::{self, DateCache, HeadError, OutFraming};
 use crate::limits::{Config, EVENTS_PER_POLL, WRITE_HIGH_WATER};
 use crate::perl::env::{build_env, EnvKeys, RequestView};
@@ -31,7 +32,8 @@ pub struct Hooks {
     pub respond: *mut SV,
     /// `($env, $error)`: report an error on psgi.errors.
     pub log_error: *mut SV,
-    /// `($fd, $is_unix)`: an IO::Socket for psgix.io owning `$fd`.
+    /// `($fd, $is_unix, $reactor, $id)`: an IO::Socket for psgix.io owning `$fd`, which
+    /// remembers its connection for `Twiggy::Server::on_client_close`.
     pub make_io: *mut SV,
     /// `($bytes)`: a seekable in-memory psgi.input.
     pub input_from_string: *mut SV,
@@ -95,9 +97,12 @@ struct State {
     free_slots: Vec<usize>,
     ready: VecDeque<u64>,
     drains: VecDeque<u64>,
+    /// Close callbacks of connections that went away mid-response, to be called.
+    closed: Vec<*mut SV>,
     /// SVs to release once no borrow is held (releasing can run DESTROY).
     releases: Vec<*mut SV>,
     date: DateCache,
+    wheel: DeadlineWheel,
     read_scratch: Vec<u8>,
     draining: bool,
     drained_reported: bool,
@@ -162,6 +167,11 @@ impl State {
         }
         self.releases.push(conn.io_handle);
         self.releases.push(conn.drain_callback);
+        if conn.has_outstanding_request() && !conn.close_callback.is_null() {
+            self.closed.push(conn.close_callback);
+        } else {
+            self.releases.push(conn.close_callback);
+        }
         drop(conn);
         self.free_slots.push(index);
         self.connections -= 1;
@@ -196,7 +206,40 @@ impl State {
             self.flush(index);
         } else {
             self.reap(index);
+            self.arm(index);
         }
+    }
+
+    /// Files the connection's deadline in the wheel if it is earlier than what is filed.
+    fn arm(&mut self, index: usize) {
+        let State { slots, config, wheel, .. } = self;
+        let Some(slot) = slots.get_mut(index) else {
+            return;
+        };
+        let id = make_id(index, slot.generation);
+        let Some(conn) = slot.conn.as_mut() else {
+            return;
+        };
+        if let Some((at, _)) = conn.deadline(config) {
+            let second = wheel.second_of(at);
+            if conn.scheduled.is_none_or(|filed| second < filed) {
+                conn.scheduled = Some(wheel.schedule(id, at));
+            }
+        }
+    }
+
+    /// Acts on a deadline that has passed.
+    fn expire(&mut self, index: usize, expiry: Expiry) {
+        let State { slots, date, .. } = self;
+        let Some(conn) = slots[index].conn.as_mut() else {
+            return;
+        };
+        match expiry {
+            Expiry::Write | Expiry::Idle | Expiry::Linger => conn.dead = true,
+            // RFC 9110 15.5.9: the client took too long to send its request.
+            Expiry::Request => conn.refuse(408, date.get()),
+        }
+        self.flush(index);
     }
 
     fn flush(&mut self, index: usize) {
@@ -213,6 +256,7 @@ impl State {
             conn.dead = true;
         }
         self.reap(index);
+        self.arm(index);
     }
 
     /// Stops accepting (listeners closed: the backlog goes to other processes sharing the
@@ -233,13 +277,13 @@ impl State {
     /// After a response is complete: keep the connection for the next request, or close it.
     fn finish_exchange(&mut self, index: usize, keep_alive: bool) {
         let keep_alive = keep_alive && !self.draining;
-        let keepalive_timeout = self.config.keepalive_timeout;
         let Some(conn) = self.slots[index].conn.as_mut() else {
             return;
         };
+        // The exchange is over: a close callback was for this request only.
+        self.releases.push(std::mem::replace(&mut conn.close_callback, std::ptr::null_mut()));
         if keep_alive {
-            conn.phase = Phase::Head;
-            conn.deadline = keepalive_timeout.map(|timeout| Instant::now() + timeout);
+            conn.await_next_request();
             self.flush(index);
             self.pump(index);
         } else {
@@ -264,8 +308,10 @@ impl Reactor {
             free_slots: Vec::new(),
             ready: VecDeque::new(),
             drains: VecDeque::new(),
+            closed: Vec::new(),
             releases: Vec::new(),
             date: DateCache::default(),
+            wheel: DeadlineWheel::new(Instant::now()),
             read_scratch,
             draining: false,
             drained_reported: false,
@@ -393,7 +439,6 @@ impl Reactor {
     fn accept_all(&self, listener_index: usize) {
         let mut state = self.state.borrow_mut();
         let no_delay = state.config.no_delay;
-        let read_timeout = state.config.read_timeout;
         loop {
             let Some(listener) = state.listeners.get_mut(listener_index).and_then(Option::as_mut) else {
                 return;
@@ -439,10 +484,9 @@ impl Reactor {
                 state.free_slots.push(index);
                 continue;
             }
-            let mut conn = Conn::new(fd, listener_index, remote_addr, remote_port, is_unix);
-            conn.deadline = read_timeout.map(|timeout| Instant::now() + timeout);
-            state.slots[index].conn = Some(conn);
+            state.slots[index].conn = Some(Conn::new(fd, listener_index, remote_addr, remote_port, is_unix));
             state.connections += 1;
+            state.arm(index);
         }
     }
 
@@ -451,23 +495,23 @@ impl Reactor {
         {
             let mut state = self.state.borrow_mut();
             let now = Instant::now();
-            for index in 0..state.slots.len() {
-                let State { slots, date, .. } = &mut *state;
-                let Some(conn) = slots[index].conn.as_mut() else {
-                    continue;
+            let mut due = Vec::new();
+            state.wheel.expire(now, &mut due);
+            for id in due {
+                let (index, generation) = split_id(id);
+                let State { slots, config, .. } = &mut *state;
+                let deadline = match slots.get_mut(index) {
+                    Some(Slot { generation: current, conn: Some(conn) }) if *current == generation => {
+                        conn.scheduled = None;
+                        conn.deadline(config)
+                    }
+                    _ => continue,
                 };
-                if conn.deadline.is_none_or(|deadline| deadline > now) {
-                    continue;
+                match deadline {
+                    Some((at, expiry)) if at <= now => state.expire(index, expiry),
+                    Some(_) => state.arm(index),
+                    None => {}
                 }
-                conn.deadline = None;
-                match conn.phase {
-                    Phase::Head if conn.read_buffer.is_empty() => conn.dead = true,
-                    // RFC 9110 15.5.9: the client took too long to send its request.
-                    Phase::Head | Phase::Body(_) => conn.refuse(408, date.get()),
-                    Phase::Lingering => conn.dead = true,
-                    _ => {}
-                }
-                state.flush(index);
             }
         }
         let retry: Vec<usize> = {
@@ -519,8 +563,27 @@ impl Reactor {
             }
             self.dispatching.set(false);
         }
+        self.notify_closed();
         self.release_deferred();
         self.report_drained();
+    }
+
+    /// Tells apps that asked (`on_close`) that their client went away.
+    fn notify_closed(&self) {
+        loop {
+            let callbacks = std::mem::take(&mut self.state.borrow_mut().closed);
+            if callbacks.is_empty() {
+                return;
+            }
+            for callback in callbacks {
+                self.perl.enter_scope();
+                if let Called::Died(error) = self.perl.call(callback, &[]) {
+                    self.log_error(std::ptr::null_mut(), error);
+                }
+                self.perl.leave_scope();
+                self.perl.dec(callback);
+            }
+        }
     }
 
     fn release_deferred(&self) {
@@ -606,7 +669,7 @@ impl Reactor {
         };
         perl.enter_scope();
         if let Some(fd) = duplicate {
-            let io = self.make_io(fd, is_unix);
+            let io = self.make_io(fd, is_unix, id);
             let mut state = self.state.borrow_mut();
             match state.conn_mut(id) {
                 Some(conn) if !io.is_null() => conn.io_handle = perl.inc(io),
@@ -649,9 +712,14 @@ impl Reactor {
         }
     }
 
-    fn make_io(&self, fd: RawFd, is_unix: bool) -> *mut SV {
+    fn make_io(&self, fd: RawFd, is_unix: bool, id: u64) -> *mut SV {
         let perl = self.perl;
-        let arguments = [perl.mortal(perl.new_int(i64::from(fd))), perl.mortal(perl.new_int(i64::from(is_unix)))];
+        let arguments = [
+            perl.mortal(perl.new_int(i64::from(fd))),
+            perl.mortal(perl.new_int(i64::from(is_unix))),
+            perl.mortal(perl.new_ref(self.self_sv.get())),
+            perl.mortal(perl.new_int(id as i64)),
+        ];
         match perl.call(self.hooks.make_io, &arguments) {
             Called::Returned(handle) => handle,
             Called::Died(error) => {
@@ -798,6 +866,8 @@ impl Reactor {
         conn.facts.keep_alive = plan.keep_alive;
         conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
         state.flush(index);
+        drop(state);
+        self.run_queues();
         Ok(())
     }
 
@@ -811,8 +881,10 @@ impl Reactor {
         }
         conn.push_body(data);
         state.flush(index);
-        let conn = state.conn_mut(id).ok_or(RespondError::Gone)?;
-        Ok(conn.pending_output() <= WRITE_HIGH_WATER)
+        let below_high_water = state.conn_mut(id).map(|conn| conn.pending_output() <= WRITE_HIGH_WATER);
+        drop(state);
+        self.run_queues();
+        below_high_water.ok_or(RespondError::Gone)
     }
 
     /// Ends a streamed body.
@@ -851,6 +923,25 @@ impl Reactor {
         Ok(())
     }
 
+    /// Runs `callback` (a reference we now own) if the connection closes before the current
+    /// response is complete; at once if it is already gone.
+    pub fn on_close(&self, id: u64, callback: *mut SV) -> Result<(), RespondError> {
+        let mut state = self.state.borrow_mut();
+        match state.conn_mut(id) {
+            Some(conn) if conn.has_outstanding_request() => {
+                let previous = std::mem::replace(&mut conn.close_callback, callback);
+                state.releases.push(previous);
+                Ok(())
+            }
+            _ => {
+                state.closed.push(callback);
+                drop(state);
+                self.run_queues();
+                Err(RespondError::Gone)
+            }
+        }
+    }
+
     /// Cuts the connection: no more bytes, the client sees an incomplete response.
     pub fn cut(&self, id: u64) {
         let mut state = self.state.borrow_mut();
@@ -858,6 +949,8 @@ impl Reactor {
         if state.conn_mut(id).is_some() {
             state.remove(index, true);
         }
+        drop(state);
+        self.run_queues();
     }
 
     /// The app has let go of a request without answering (its responder is gone): close our

@@ -29,15 +29,29 @@ sub input_from_fd {
 }
 
 # psgix.io: a handle owning a duplicate of the client socket, so an app may keep it (WebSocket)
-# after the server has let go of its own descriptor.
+# after the server has let go of its own descriptor. It remembers its connection, for
+# Twiggy::Server::on_client_close.
 sub make_io {
-    my ($fd, $is_unix) = @_;
+    my ($fd, $is_unix, $reactor, $id) = @_;
     open my $handle, '+<&=', $fd or die "cannot wrap the client socket (fd $fd): $!";
     binmode $handle;
     my $class = $is_unix ? 'IO::Socket::UNIX' : 'IO::Socket::INET';
     require IO::Socket::INET;
     require IO::Socket::UNIX;
-    return bless $handle, $class;
+    bless $handle, $class;
+    ${*$handle}{'twiggy.reactor'}    = $reactor;
+    ${*$handle}{'twiggy.connection'} = $id;
+    Scalar::Util::weaken(${*$handle}{'twiggy.reactor'});
+    return $handle;
+}
+
+# See Twiggy::Server::on_client_close.
+sub on_client_close {
+    my ($env, $callback) = @_;
+    my $io = ref $env eq 'HASH' ? $env->{'psgix.io'} : undef;
+    return 0 unless $io && Scalar::Util::reftype($io) eq 'GLOB';
+    my $reactor = ${*$io}{'twiggy.reactor'} or return 0;
+    return $reactor->on_close(${*$io}{'twiggy.connection'}, $callback);
 }
 
 sub log_error {
@@ -227,6 +241,8 @@ package Twiggy::Writer;
 
 # The streaming writer handed to the app by `$responder->([$status, $headers])`.
 
+use Scalar::Util ();
+
 sub new {
     my ($class, $reactor, $id, $alive) = @_;
     return bless { reactor => $reactor, id => $id, closed => $alive ? 0 : 1 }, $class;
@@ -247,6 +263,25 @@ sub close {
     my $self = shift;
     return if $self->{closed}++;
     $self->{reactor}->close_stream($self->{id});
+    return;
+}
+
+# Calls $callback->() if the client goes away before `close`. Returns false (and calls it at
+# once) when the client is already gone.
+sub on_close {
+    my ($self, $callback) = @_;
+    return $self->{reactor}->on_close($self->{id}, $callback);
+}
+
+# Calls $callback->($writer) once the output written so far has reached the client's socket
+# (or the client is gone, when `write` then returns false): a producer can wait for it
+# instead of filling memory.
+sub poll_cb {
+    my ($self, $callback) = @_;
+    my $writer = $self;
+    Scalar::Util::weaken($writer);
+    my $ok = $self->{reactor}->on_drain($self->{id}, sub { $callback->($writer) if $writer });
+    $callback->($self) unless $ok;
     return;
 }
 

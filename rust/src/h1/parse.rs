@@ -79,26 +79,38 @@ pub enum Parsed {
     Rejected(Reject),
 }
 
-/// Parses a request head from the front of `buf`. `max_head` bounds how much is buffered.
-pub fn parse_head(buf: &[u8], max_head: usize) -> Parsed {
+/// Size limits applied while parsing a head.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLimits {
+    /// Longest request line, without its CRLF (414).
+    pub request_line: usize,
+    /// Largest head, request line and fields with their line ends (431).
+    pub head: usize,
+    /// Most header fields (431); at most `MAX_HEADERS`.
+    pub headers: usize,
+}
+
+/// Parses a request head from the front of `buf`, within `limits`.
+pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Parsed {
+    // RFC 9112 3: a server receiving a request line longer than it wishes to parse answers 414.
+    match buf.iter().position(|&byte| byte == b'\n') {
+        None if buf.len() > limits.request_line + 1 => return Parsed::Rejected(Reject::UriTooLong),
+        Some(end) if end > limits.request_line + 1 => return Parsed::Rejected(Reject::UriTooLong),
+        _ => {}
+    }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut fields);
     let head_len = match request.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() <= max_head {
-                Parsed::Partial
-            } else if !buf.contains(&b'\n') {
-                Parsed::Rejected(Reject::UriTooLong)
-            } else {
-                Parsed::Rejected(Reject::HeadTooLarge)
-            };
+            // RFC 6585 5: 431 for a header section that is too large.
+            return if buf.len() <= limits.head { Parsed::Partial } else { Parsed::Rejected(Reject::HeadTooLarge) };
         }
         Err(httparse::Error::TooManyHeaders) => return Parsed::Rejected(Reject::HeadTooLarge),
         Err(httparse::Error::Version) => return Parsed::Rejected(Reject::BadRequest("unsupported HTTP version")),
         Err(_) => return Parsed::Rejected(Reject::BadRequest("malformed request head")),
     };
-    if head_len > max_head {
+    if head_len > limits.head || request.headers.len() > limits.headers {
         return Parsed::Rejected(Reject::HeadTooLarge);
     }
     let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version) else {
@@ -125,6 +137,11 @@ fn interpret(
         || starts_with_ignore_case(target.as_bytes(), b"https://");
     if !target_ok {
         return Err(Reject::BadRequest("unsupported request target"));
+    }
+    // RFC 3986 2.1: "%" must start a two-hex-digit escape; the path is decoded for PATH_INFO,
+    // so a broken escape there is refused (as HTTP::Parser::XS does), not guessed at.
+    if !has_valid_escapes(split_target(target.as_bytes()).0) {
+        return Err(Reject::BadRequest("invalid percent-encoding in the request path"));
     }
 
     let mut content_length: Option<u64> = None;
@@ -303,6 +320,18 @@ pub fn percent_decode_into(path: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+fn has_valid_escapes(path: &[u8]) -> bool {
+    let mut index = 0;
+    while let Some(offset) = path[index..].iter().position(|&byte| byte == b'%') {
+        let at = index + offset;
+        match (path.get(at + 1).copied().and_then(hex_value), path.get(at + 2).copied().and_then(hex_value)) {
+            (Some(_), Some(_)) => index = at + 3,
+            _ => return false,
+        }
+    }
+    true
+}
+
 pub fn hex_value(byte: u8) -> Option<u8> {
     match byte {
         b'0'..=b'9' => Some(byte - b'0'),
@@ -316,8 +345,10 @@ pub fn hex_value(byte: u8) -> Option<u8> {
 mod tests {
     use super::*;
 
+    const LIMITS: HeadLimits = HeadLimits { request_line: 4096, head: 8192, headers: 100 };
+
     fn parse(text: &str) -> Parsed {
-        parse_head(text.as_bytes(), 8192)
+        parse_head(text.as_bytes(), &LIMITS)
     }
 
     fn complete(text: &str) -> RequestHead {
@@ -405,14 +436,25 @@ mod tests {
         assert_eq!(rejected("GET / HTTP/1.1\r\nHost : x\r\n\r\n").status(), 400);
         assert_eq!(rejected("GET foo HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
         assert_eq!(rejected("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n").status(), 400);
+        assert_eq!(rejected("GET /a%2 HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
+        assert_eq!(rejected("GET /a%zz HTTP/1.1\r\nHost: x\r\n\r\n").status(), 400);
+        assert!(matches!(parse("GET /a%2F?q=%zz HTTP/1.1\r\nHost: x\r\n\r\n"), Parsed::Complete(_)), "query is raw");
     }
 
     #[test]
     fn oversized_heads() {
-        let long_line = format!("GET /{} HTTP/1.1", "a".repeat(9000));
-        assert_eq!(parse_head(long_line.as_bytes(), 8192).status_of(), Some(414));
-        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}", "X-A: b\r\n".repeat(2000));
-        assert_eq!(parse_head(many.as_bytes(), 8192).status_of(), Some(431));
+        let long_line = format!("GET /{} HTTP/1.1", "a".repeat(5000));
+        assert_eq!(parse(&long_line).status_of(), Some(414), "partial line already too long");
+        let long_complete = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
+        assert_eq!(parse(&long_complete).status_of(), Some(414));
+        let fits = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(4096 - 15));
+        assert!(matches!(parse(&fits), Parsed::Complete(_)), "a line of exactly the limit is accepted");
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n", "b".repeat(9000));
+        assert_eq!(parse(&big).status_of(), Some(431), "partial head over the size limit");
+        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-A: b\r\n".repeat(100));
+        assert_eq!(parse(&many).status_of(), Some(431), "101 fields, over the field limit");
+        let too_many_for_httparse = format!("GET / HTTP/1.1\r\nHost: x\r\n{}", "X-A: b\r\n".repeat(200));
+        assert_eq!(parse(&too_many_for_httparse).status_of(), Some(431));
     }
 
     impl Parsed {

@@ -161,6 +161,38 @@ impl Perl {
         }
     }
 
+    /// A number stored under `key` in one of our own option hashes (plain IV, NV or numeric
+    /// string); None when missing or not a number.
+    pub fn hash_number(self, hash: *mut HV, key: &str) -> Option<f64> {
+        // SAFETY: a fetch from a hash Perl built for us (no magic); the slot is read only.
+        unsafe {
+            let slot = thx::Perl_hv_common_key_len(
+                self.0,
+                hash,
+                key.as_ptr() as *const c_char,
+                key.len() as i32,
+                sys::HV_FETCH_JUST_SV as i32,
+                std::ptr::null_mut(),
+                0,
+            ) as *mut *mut SV;
+            if slot.is_null() || (*slot).is_null() {
+                return None;
+            }
+            let value = *slot;
+            let flags = sys::SvFLAGS(value);
+            if flags & (sys::SVs_GMG | sys::SVf_ROK) != 0 {
+                return None;
+            }
+            if flags & sys::SVf_NOK != 0 {
+                return Some(sys::SvNVX(value));
+            }
+            if let Some(integer) = plain_integer(value) {
+                return Some(integer as f64);
+            }
+            plain_bytes(value).and_then(|bytes| std::str::from_utf8(bytes).ok()?.trim().parse().ok())
+        }
+    }
+
     /// The elements of a plain array (see `plain_ref`).
     pub fn array_items<'a>(self, array: *mut SV) -> &'a [*mut SV] {
         // SAFETY: `array` is an unmagical AV; AvARRAY holds AvFILLp+1 element slots (some may
