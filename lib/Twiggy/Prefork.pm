@@ -247,21 +247,19 @@ F<t/prefork-slow-clients.t>
 
 =head1 LOADING THE APPLICATION
 
-L<plackup> and C<twiggy> load F<app.psgi> in the master before the server starts, unless the
-loader is L<Plack::Loader::Delayed>. So:
-
 =over 4
 
-=item C<plackup -s Twiggy --workers 8 app.psgi>, C<twiggy --workers 8 app.psgi>
-
-The application is preloaded in the master (like C<plackup -s Starman>). SIGHUP restarts the
-workers but does not reload the code.
-
-=item C<twiggy --workers 8 -L Delayed app.psgi>
+=item C<twiggy --workers 8 app.psgi>
 
 Each worker loads the application after it is forked (like C<starman> without
 C<--preload-app>), and SIGHUP reloads it. Modules named with C<-M> are still loaded once in
 the master and shared.
+
+=item C<twiggy --workers 8 --preload-app app.psgi>, C<plackup -s Twiggy --workers 8 app.psgi>
+
+The application is loaded once in the master (plackup always does so, unless its loader is
+L<Plack::Loader::Delayed>, C<-L Delayed>). SIGHUP restarts the workers but does not reload
+the code.
 
 =back
 

@@ -217,6 +217,9 @@ sub run {
     # SIGPIPE; the core itself never raises it. A handler the app installed is left alone.
     local $SIG{PIPE} = 'IGNORE' if !$SIG{PIPE} || $SIG{PIPE} eq 'DEFAULT';
     $self->register_service($app);
+    # AnyEvent's pure-Perl signal code keeps a handler already in %SIG (even 'DEFAULT'),
+    # which would swallow QUIT; the watcher must own it.
+    local $SIG{QUIT};
     my $quit; $quit = AE::signal QUIT => sub { undef $quit; $self->graceful_stop };
     $self->{exit_guard}->recv;
     delete $self->{reactor};

@@ -152,6 +152,8 @@ pub struct Conn {
     /// Since when output has been waiting on a socket that takes nothing.
     output_stalled_since: Option<Instant>,
     linger_until: Option<Instant>,
+    /// While the server drains: close the connection if it is still idle at this time.
+    idle_close_at: Option<Instant>,
     /// The wheel second this connection is filed under, if any.
     pub scheduled: Option<u64>,
     pub head: Option<RequestHead>,
@@ -193,6 +195,7 @@ impl Conn {
             body_progress: now,
             output_stalled_since: None,
             linger_until: None,
+            idle_close_at: None,
             scheduled: None,
             head: None,
             head_bytes: Vec::new(),
@@ -235,6 +238,9 @@ impl Conn {
             consider(config.write_timeout.map(|timeout| since + timeout), Expiry::Write);
         }
         match self.phase {
+            Phase::Head if self.head_started.is_none() && self.idle_close_at.is_some() => {
+                consider(self.idle_close_at, Expiry::Idle)
+            }
             Phase::Head => match self.head_started {
                 Some(started) => consider(config.read_timeout.map(|timeout| started + timeout), Expiry::Request),
                 None if self.requests_finished == 0 => {
@@ -254,6 +260,11 @@ impl Conn {
     /// Whether a request is with the app or its response is under way.
     pub fn has_outstanding_request(&self) -> bool {
         matches!(self.phase, Phase::Queued | Phase::App | Phase::Sending { .. }) && !self.close_after_flush
+    }
+
+    /// Closes the connection at `at` unless a request has started arriving by then.
+    pub fn close_if_idle_at(&mut self, at: Instant) {
+        self.idle_close_at = Some(at);
     }
 
     /// The response is complete and the connection stays: wait for the next request.

@@ -22,6 +22,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+/// How long a connection accepted just before a drain may take to send its first request.
+const DRAIN_FIRST_REQUEST_GRACE_SECONDS: u64 = 2;
+
 /// Listener tokens live above every possible connection slot.
 const LISTENER_TOKEN_BASE: usize = 1 << 40;
 
@@ -267,9 +270,26 @@ impl State {
         for listener in listeners {
             unwatch_listener(self.poll.as_raw_fd(), listener.fd.as_raw_fd());
         }
+        let grace = Instant::now() + Duration::from_secs(DRAIN_FIRST_REQUEST_GRACE_SECONDS);
         for index in 0..self.slots.len() {
-            if self.slots[index].conn.as_ref().is_some_and(Conn::is_idle) {
+            if !self.slots[index].conn.as_ref().is_some_and(Conn::is_idle) {
+                continue;
+            }
+            // A request may already wait in the socket: read it before judging.
+            self.pump(index);
+            let Some(conn) = self.slots[index].conn.as_mut() else {
+                continue;
+            };
+            if !conn.is_idle() {
+                continue;
+            }
+            if conn.requests_finished > 0 {
                 self.remove(index, true);
+            } else {
+                // Accepted before the drain, first request not here yet: the client is sending
+                // it. Serve it if it comes soon, close quietly otherwise.
+                conn.close_if_idle_at(grace);
+                self.arm(index);
             }
         }
     }
