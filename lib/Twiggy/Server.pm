@@ -288,6 +288,171 @@ Opens the listeners. L<Twiggy::Server::SS> overrides it to use Server::Starter's
 
 =back
 
+=head1 DEFAULTS
+
+Every option and its default (see L<Twiggy/OPTIONS> for what each does):
+
+  host                 (every IPv4 address)    port           0 (plackup: 5000)
+  listen               [ "host:port" ]         backlog        0 = net.core.somaxconn
+  no_delay             1                       server_ready   (none)
+  read_timeout         300 s (alias: timeout)  body_timeout   60 s
+  write_timeout        60 s                    keepalive_timeout  30 s
+  read_chunk_size      65536 bytes             body_in_memory 1048576 bytes
+  max_request_line     8190 bytes              max_head_size  65536 bytes
+  max_headers          100 (at most 128)       max_body       0 = no limit
+  max_requests         0 = no limit            reuse_port     0
+
+Timeouts are checked about once a second, so one may fire up to a second late.
+
+=head1 GUARANTEES
+
+What the server promises, each with the test that proves it.
+
+=head2 HTTP/1.1 framing (RFC 9112)
+
+=over 4
+
+=item *
+
+Requests are parsed from a buffer, whatever the read boundaries (a CR and its LF may arrive
+apart); the env matches what HTTP::Parser::XS makes of the same bytes.
+F<t/h1-pipeline.t>, F<t/edge-differential.t>
+
+=item *
+
+HTTP/1.1 requests get an HTTP/1.1 status line and one Date header. F<t/h1-status-date.t>
+
+=item *
+
+Keep-alive is the default on 1.1 and honoured on 1.0 when asked for; C<Connection: close>
+closes after the response. F<t/h1-keepalive.t>
+
+=item *
+
+Pipelined requests are answered in order, also behind a delayed or streaming response.
+F<t/h1-pipeline.t>
+
+=item *
+
+Chunked request bodies are decoded and the app sees C<CONTENT_LENGTH>.
+F<t/h1-chunked-request.t>
+
+=item *
+
+Streaming responses without a length are chunked to 1.1 clients and close-delimited to 1.0
+clients; array bodies get a C<Content-Length>. F<t/h1-chunked-response.t>,
+F<t/psgi-responses.t>
+
+=item *
+
+C<Expect: 100-continue> gets C<100 Continue> before the body is read (never for a body over
+C<max_body>). F<t/h1-continue.t>, F<t/edge-limits.t>
+
+=item *
+
+HEAD, 1xx, 204 and 304 responses carry no body, whatever the app returns. F<t/h1-nobody.t>
+
+=back
+
+=head2 Refused before the app is called
+
+Each of these is answered by the server alone, and the connection closes after it.
+
+=over 4
+
+=item *
+
+400: Content-Length with Transfer-Encoding, differing or malformed Content-Length, a final
+transfer coding that is not chunked, a malformed or overflowing chunk size, a missing Host on
+HTTP/1.1, a malformed percent-escape in the path. F<t/h1-bad-framing.t>, F<t/edge-limits.t>
+
+=item *
+
+414 beyond C<max_request_line>, 431 beyond C<max_head_size> or C<max_headers>, 413 beyond
+C<max_body>: each exactly at its limit. F<t/edge-limits.t>, F<t/h1-limits.t>
+
+=item *
+
+408 when a head takes longer than C<read_timeout> or a body is silent for C<body_timeout>; a
+connection that sent nothing, or an idle keep-alive connection past C<keepalive_timeout>, is
+closed without a byte; a client that reads nothing for C<write_timeout> is cut.
+F<t/edge-timeouts.t>
+
+=back
+
+=head2 Failures
+
+=over 4
+
+=item *
+
+An app that dies, or returns something that is not a PSGI response, gets a 500 and a message
+on C<psgi.errors>; the server keeps serving. Once the head is sent, the connection is cut
+(no final chunk). F<t/core-failures.t>
+
+=item *
+
+A header name or value with CR, LF or NUL, a bad status or a malformed header list is never
+sent: 500 and a message instead (no response splitting). Bodies whose C<getline> or C<close>
+dies cut the connection cleanly. F<t/edge-hygiene.t>
+
+=item *
+
+A client that disconnects at any point costs only its own connection; an empty or incomplete
+request that ends gets no response bytes. F<t/core-disconnect.t>
+
+=item *
+
+The app learns that its client left: C<on_client_close>, C<< $writer->on_close >>,
+C<< $writer->poll_cb >>, and C<< $writer->write >> returning false. A FIN with nothing left to
+read while the app works counts as leaving, as with nginx. F<t/edge-client-gone.t>
+
+=back
+
+=head2 Resources
+
+=over 4
+
+=item *
+
+Slow clients (heads trickled a byte at a time, responses read a byte at a time) do not slow
+the others. F<t/edge-slow-clients.t>
+
+=item *
+
+When accept fails for lack of file descriptors the server stops watching the listener until
+the next tick (no busy loop), keeps serving its connections, and accepts again once
+descriptors free up. F<t/edge-emfile.t>
+
+=item *
+
+Request bodies over C<body_in_memory> go to an unlinked temporary file; C<psgi.input> is
+always seekable. F<t/psgi-input.t>
+
+=item *
+
+A million keep-alive requests over every body type and failure path leave RSS within a few MB
+of where it was after warm-up, and the fd count where it was: F<bench/soak/run>.
+
+=back
+
+=head2 Inside the caller's loop
+
+=over 4
+
+=item *
+
+The server lives in the app's AnyEvent loop (EV or the pure-Perl loop): the app's timers and
+watchers keep running, and 200 concurrent requests to a 2-second timer app finish in about
+2 seconds in one process. F<t/core-register-service.t>, F<t/core-tutorial.t>
+
+=item *
+
+QUIT stops accepting, lets requests in progress finish (including delayed and streaming
+ones), and C<run> returns. F<t/core-quit.t>, F<t/core-max-requests.t>
+
+=back
+
 =head1 SEE ALSO
 
 L<Twiggy>, L<Twiggy::Server::SS>, L<Plack::Handler::Twiggy>

@@ -3,6 +3,7 @@
 //! request. No Perl value is touched in this module, except the two SVs it keeps for the
 //! reactor to release.
 
+use crate::deadline::Entry;
 use crate::h1::decode::ChunkedDecoder;
 use crate::h1::encode::{self, OutFraming, RequestFacts};
 use crate::h1::parse::{parse_head, BodyFraming, HeadLimits, Parsed, RequestHead};
@@ -154,8 +155,8 @@ pub struct Conn {
     linger_until: Option<Instant>,
     /// While the server drains: close the connection if it is still idle at this time.
     idle_close_at: Option<Instant>,
-    /// The wheel second this connection is filed under, if any.
-    pub scheduled: Option<u64>,
+    /// Where this connection is filed in the deadline wheel, if anywhere.
+    pub scheduled: Option<Entry>,
     pub head: Option<RequestHead>,
     /// The bytes `head` points into (kept apart from the read buffer so pipelined input can follow).
     pub head_bytes: Vec<u8>,
@@ -255,6 +256,19 @@ impl Conn {
             _ => {}
         }
         earliest
+    }
+
+    /// Whether the peer has closed its side with nothing left unread: a FIN that leaves no
+    /// pipelined request behind, seen while the app still works, means the client gave up
+    /// (as nginx judges it). Peeking reads nothing, so an app that took over psgix.io loses
+    /// no bytes.
+    pub fn peer_finished(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: a one-byte MSG_PEEK into a local; the socket is ours and non-blocking.
+        let count = unsafe {
+            libc::recv(self.raw_fd(), &mut byte as *mut u8 as *mut libc::c_void, 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        };
+        count == 0 && self.read_buffer.is_empty()
     }
 
     /// Whether a request is with the app or its response is under way.
@@ -399,11 +413,13 @@ impl Conn {
                         self.body =
                             Some(BodySink::Memory(Vec::with_capacity((length as usize).min(config.body_in_memory))));
                         self.phase = Phase::Body(BodyReader::Length(length));
+                        self.body_progress = Instant::now();
                         self.interpret_body(config)
                     }
                     BodyFraming::Chunked => {
                         self.body = Some(BodySink::Memory(Vec::new()));
                         self.phase = Phase::Body(BodyReader::Chunked(ChunkedDecoder::default()));
+                        self.body_progress = Instant::now();
                         self.interpret_body(config)
                     }
                 }

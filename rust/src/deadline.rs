@@ -1,12 +1,21 @@
 //! The deadline wheel: one bucket per second of the future, so arming a timeout is a push and
-//! the once-a-second tick looks only at connections whose deadline may have come. Entries are
-//! hints: a connection whose deadline moved later is simply scheduled again when its entry
-//! comes up, so re-arming a keep-alive timeout per request costs nothing.
+//! the once-a-second tick looks only at connections whose deadline may have come. Each
+//! connection has at most one entry, which it can cancel in O(1) (it remembers where the entry
+//! is): a closed connection leaves nothing behind. Entries are hints: a connection whose
+//! deadline moved later is simply filed again when its entry comes up, so re-arming a
+//! keep-alive timeout per request costs nothing.
 
 use std::time::Instant;
 
 /// Seconds covered by one turn of the wheel; later deadlines wait a turn and are re-checked.
 const SLOTS: usize = 512;
+
+/// Where an id is filed: its second, and its index in that second's bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub second: u64,
+    pub position: usize,
+}
 
 pub struct DeadlineWheel {
     origin: Instant,
@@ -28,15 +37,28 @@ impl DeadlineWheel {
         second.max(self.next_second)
     }
 
-    /// Files `id` under the second of `at`; returns that second, for the caller to remember.
-    pub fn schedule(&mut self, id: u64, at: Instant) -> u64 {
+    /// Files `id` under the second of `at`; returns where, for the caller to remember.
+    pub fn schedule(&mut self, id: u64, at: Instant) -> Entry {
         let second = self.second_of(at);
         let turn_end = self.next_second + SLOTS as u64 - 1;
         // Farther than one turn: park it in the last slot of this turn; it is re-filed then.
         let slot_second = second.min(turn_end);
-        self.buckets[(slot_second % SLOTS as u64) as usize].push(id);
+        let bucket = &mut self.buckets[(slot_second % SLOTS as u64) as usize];
+        bucket.push(id);
         self.entries += 1;
-        slot_second
+        Entry { second: slot_second, position: bucket.len() - 1 }
+    }
+
+    /// Removes the entry at `entry`. The last entry of its bucket takes its place: when that is
+    /// another id, it is returned, so its owner can learn its new position (`entry.position`).
+    pub fn cancel(&mut self, entry: Entry) -> Option<u64> {
+        let bucket = &mut self.buckets[(entry.second % SLOTS as u64) as usize];
+        if entry.second < self.next_second || entry.position >= bucket.len() {
+            return None;
+        }
+        bucket.swap_remove(entry.position);
+        self.entries -= 1;
+        bucket.get(entry.position).copied()
     }
 
     /// Moves every entry whose second has come (by `now`) into `due`.
@@ -92,12 +114,30 @@ mod tests {
         let start = Instant::now();
         let mut wheel = DeadlineWheel::new(start);
         let filed = wheel.schedule(7, start + Duration::from_secs(10 * SLOTS as u64));
-        assert_eq!(filed, SLOTS as u64 - 1);
+        assert_eq!(filed.second, SLOTS as u64 - 1);
         let mut due = Vec::new();
         wheel.expire(start + Duration::from_secs(SLOTS as u64 - 2), &mut due);
         assert!(due.is_empty());
         wheel.expire(start + Duration::from_secs(SLOTS as u64 - 1), &mut due);
         assert_eq!(due, [7], "handed back for the caller to re-file");
+    }
+
+    #[test]
+    fn cancelled_entries_leave_nothing_and_report_the_moved_one() {
+        let start = Instant::now();
+        let mut wheel = DeadlineWheel::new(start);
+        let at = start + Duration::from_secs(2);
+        let first = wheel.schedule(1, at);
+        let _second = wheel.schedule(2, at);
+        let third = wheel.schedule(3, at);
+        assert_eq!(wheel.cancel(first), Some(3), "3 moved into 1's place");
+        assert_eq!(wheel.cancel(third), None, "the old position of 3 is gone");
+        assert_eq!(wheel.cancel(Entry { second: first.second, position: first.position }), Some(2));
+        assert_eq!(wheel.len(), 1);
+        let mut due = Vec::new();
+        wheel.expire(start + Duration::from_secs(2), &mut due);
+        assert_eq!(due, [2]);
+        assert!(wheel.is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! connections are named by slot index plus generation and looked up again after every call.
 
 use crate::conn::{BodySink, CompleteRequest, Conn, Expiry, InputEvent, Phase};
-use crate::deadline::DeadlineWheel;
+use crate::deadline::{DeadlineWheel, Entry};
 use crate::h1::encode::{self, DateCache, HeadError, OutFraming};
 use crate::limits::{Config, EVENTS_PER_POLL, WRITE_HIGH_WATER};
 use crate::perl::env::{build_env, EnvKeys, RequestView};
@@ -168,12 +168,21 @@ impl State {
             // SAFETY: shutdown on our own socket fd, which is still open.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
+        if let Some(entry) = conn.scheduled {
+            self.cancel_entry(entry);
+        }
         self.releases.push(conn.io_handle);
-        self.releases.push(conn.drain_callback);
-        if conn.has_outstanding_request() && !conn.close_callback.is_null() {
-            self.closed.push(conn.close_callback);
+        if conn.has_outstanding_request() {
+            // Both run once more: the writer's `write` (or a pull body's) now returns false, so
+            // the app stops producing and closes its body.
+            for callback in [conn.close_callback, conn.drain_callback] {
+                if !callback.is_null() {
+                    self.closed.push(callback);
+                }
+            }
         } else {
             self.releases.push(conn.close_callback);
+            self.releases.push(conn.drain_callback);
         }
         drop(conn);
         self.free_slots.push(index);
@@ -223,10 +232,33 @@ impl State {
         let Some(conn) = slot.conn.as_mut() else {
             return;
         };
-        if let Some((at, _)) = conn.deadline(config) {
-            let second = wheel.second_of(at);
-            if conn.scheduled.is_none_or(|filed| second < filed) {
-                conn.scheduled = Some(wheel.schedule(id, at));
+        let Some((at, _)) = conn.deadline(config) else {
+            return;
+        };
+        let second = wheel.second_of(at);
+        let earlier = match conn.scheduled {
+            None => true,
+            Some(entry) if second < entry.second => {
+                conn.scheduled = None;
+                self.cancel_entry(entry);
+                true
+            }
+            Some(_) => false,
+        };
+        if earlier {
+            let entry = self.wheel.schedule(id, at);
+            if let Some(conn) = self.slots[index].conn.as_mut() {
+                conn.scheduled = Some(entry);
+            }
+        }
+    }
+
+    /// Takes an entry out of the wheel, and tells the connection whose entry moved into its
+    /// place where that is now.
+    fn cancel_entry(&mut self, entry: Entry) {
+        if let Some(moved) = self.wheel.cancel(entry) {
+            if let Some(conn) = self.conn_mut(moved) {
+                conn.scheduled = Some(entry);
             }
         }
     }
@@ -438,8 +470,10 @@ impl Reactor {
         let Some(conn) = state.slots.get_mut(index).and_then(|slot| slot.conn.as_mut()) else {
             return;
         };
-        if gone && matches!(conn.phase, Phase::App | Phase::Sending { .. } | Phase::Queued) {
-            // Both directions closed while the app works: only this connection pays.
+        let app_working = matches!(conn.phase, Phase::App | Phase::Sending { .. } | Phase::Queued);
+        if app_working && (gone || (hangup && conn.peer_finished())) {
+            // The client left while the app works: only this connection pays, and the app
+            // hears of it (on_close, poll_cb, write returning false).
             conn.dead = true;
             state.reap(index);
             return;

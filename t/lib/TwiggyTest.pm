@@ -37,9 +37,10 @@ our @EXPORT = qw(
     client parse_response simple_request request_bytes response_is
 );
 
-# Helpers for the prefork tests, imported by name only.
+# Helpers imported by name only: for the prefork tests, and /proc probes of a server process.
 our @EXPORT_OK = qw(
     start_command perl_command child_pids process_title write_file
+    process_cpu_seconds open_fd_count
 );
 
 # The test process itself must survive writes to sockets the server has closed. Server children
@@ -420,6 +421,27 @@ sub child_pids {
     return wantarray ? @children : scalar @children;
 }
 
+# User plus system CPU seconds a process has used so far (Linux /proc), or undef.
+sub process_cpu_seconds {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return undef;
+    my $line = <$fh>;
+    return undef unless defined $line;
+    # pid (comm) state ppid ... utime is field 14, stime field 15; comm may hold spaces
+    my @fields = split / /, substr($line, rindex($line, ')') + 2);
+    my $ticks_per_second = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
+    return ($fields[11] + $fields[12]) / $ticks_per_second;
+}
+
+# How many file descriptors a process has open (Linux /proc), or undef.
+sub open_fd_count {
+    my ($pid) = @_;
+    opendir my $dir, "/proc/$pid/fd" or return undef;
+    my $count = grep { /\A[0-9]+\z/ } readdir $dir;
+    closedir $dir;
+    return $count;
+}
+
 # The command line a process shows in ps (its proctitle), or undef.
 sub process_title {
     my ($pid) = @_;
@@ -489,7 +511,8 @@ use IO::Select;
 use Socket qw(IPPROTO_TCP TCP_NODELAY SOL_SOCKET SO_LINGER);
 use Time::HiRes ();
 
-# new(port => $port [, timeout => seconds]) or new(path => $unix_socket_path)
+# new(port => $port [, timeout => seconds] [, rcvbuf => bytes (SO_RCVBUF, set before connecting)])
+# or new(path => $unix_socket_path)
 sub new {
     my ($class, %args) = @_;
     my $timeout = TwiggyTest::scaled(defined $args{timeout} ? $args{timeout} : 5);
@@ -497,12 +520,22 @@ sub new {
     if (defined $args{path}) {
         $sock = IO::Socket::UNIX->new(Peer => $args{path}, Type => Socket::SOCK_STREAM());
     } else {
-        $sock = IO::Socket::INET->new(
-            PeerAddr => '127.0.0.1',
-            PeerPort => $args{port},
-            Proto    => 'tcp',
-            Timeout  => $timeout,
-        );
+        if (defined $args{rcvbuf}) {
+            # A small receive buffer must be set before connecting (it decides the window).
+            $sock = IO::Socket::INET->new(Proto => 'tcp');
+            if ($sock) {
+                setsockopt($sock, SOL_SOCKET, Socket::SO_RCVBUF(), $args{rcvbuf});
+                $sock->connect(Socket::pack_sockaddr_in($args{port}, Socket::inet_aton('127.0.0.1')))
+                    or undef $sock;
+            }
+        } else {
+            $sock = IO::Socket::INET->new(
+                PeerAddr => '127.0.0.1',
+                PeerPort => $args{port},
+                Proto    => 'tcp',
+                Timeout  => $timeout,
+            );
+        }
         setsockopt($sock, IPPROTO_TCP, TCP_NODELAY, 1) if $sock;
     }
     if (!$sock) {
