@@ -39,6 +39,7 @@ extern void twiggy_reactor_forget(twiggy_reactor *, uint64_t);
 extern void twiggy_reactor_fail(twiggy_reactor *, uint64_t);
 extern int twiggy_listen_tcp(const char *, size_t, uint16_t, int, int, uint16_t *, char *, size_t);
 extern int twiggy_listen_unix(const char *, size_t, int);
+extern SV *twiggy_connection_of(PerlInterpreter *, SV *, uint64_t *);
 
 /* Response calls: 1 done, 0 connection gone; negative values croak. */
 static int
@@ -239,6 +240,20 @@ listen_tcp(class, host, port, backlog, reuse_port = 0)
     mPUSHi(fd);
     mPUSHp(bound_host, strlen(bound_host));
     mPUSHi(bound_port);
+
+void
+connection_of(value)
+    SV *value
+  PREINIT:
+    uint64_t id = 0;
+    SV *object;
+  PPCODE:
+    object = twiggy_connection_of(TWIGGY_THX, value, &id);
+    if (object) {
+        EXTEND(SP, 2);
+        mPUSHs(newRV_inc(object));
+        mPUSHu((UV)id);
+    }
 
 int
 listen_unix(class, path, backlog)

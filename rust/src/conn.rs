@@ -88,6 +88,36 @@ fn anonymous_temp_file() -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
+/// The client's address as text (REMOTE_ADDR), kept inline: copying it per request allocates
+/// nothing. 45 bytes hold the longest IPv6 text form.
+#[derive(Clone, Copy)]
+pub struct RemoteAddr {
+    text: [u8; 46],
+    length: u8,
+}
+
+impl RemoteAddr {
+    pub fn of(address: std::net::IpAddr) -> RemoteAddr {
+        let mut remote = RemoteAddr { text: [0; 46], length: 0 };
+        let mut cursor = std::io::Cursor::new(&mut remote.text[..]);
+        if write!(cursor, "{address}").is_ok() {
+            remote.length = cursor.position() as u8;
+        }
+        remote
+    }
+
+    /// What the original Twiggy reported for UNIX-socket clients (AnyEvent's "unix/").
+    pub fn unix() -> RemoteAddr {
+        let mut remote = RemoteAddr { text: [0; 46], length: 5 };
+        remote.text[..5].copy_from_slice(b"unix/");
+        remote
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text[..usize::from(self.length)]
+    }
+}
+
 /// A request whose head and body are complete, waiting for the app.
 #[derive(Debug)]
 pub struct CompleteRequest {
@@ -163,7 +193,7 @@ pub struct Conn {
     body: Option<BodySink>,
     pub request: Option<CompleteRequest>,
     pub facts: RequestFacts,
-    pub remote_addr: Vec<u8>,
+    pub remote_addr: RemoteAddr,
     pub remote_port: u16,
     pub is_unix: bool,
     /// `psgix.io` for this connection (a reference we own), made at its first request.
@@ -175,7 +205,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(fd: OwnedFd, listener: usize, remote_addr: Vec<u8>, remote_port: u16, is_unix: bool) -> Conn {
+    pub fn new(fd: OwnedFd, listener: usize, remote_addr: RemoteAddr, remote_port: u16, is_unix: bool) -> Conn {
         let now = Instant::now();
         Conn {
             fd,

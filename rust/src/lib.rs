@@ -350,6 +350,19 @@ pub extern "C" fn twiggy_reactor_fail(reactor: *const Reactor, id: u64) {
     guard((), || unsafe { reactor_ref(reactor) }.map_or((), |reactor| reactor.fail(id)))
 }
 
+/// The reactor object (borrowed) and connection id behind a lazy `psgix.io` value, or null.
+#[no_mangle]
+pub extern "C" fn twiggy_connection_of(interpreter: *mut PerlInterpreter, value: *mut SV, id: *mut u64) -> *mut SV {
+    guard(std::ptr::null_mut(), || match perl::io::connection_of(Perl(interpreter), value) {
+        Some((object, connection)) => {
+            // SAFETY: XS passes a writable out-parameter.
+            unsafe { *id = connection };
+            object
+        }
+        None => std::ptr::null_mut(),
+    })
+}
+
 /// Binds a TCP listener; returns its fd (or -1) and writes the bound port and host.
 #[no_mangle]
 pub extern "C" fn twiggy_listen_tcp(

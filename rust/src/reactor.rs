@@ -6,11 +6,12 @@
 //! timer), so state lives in a `RefCell` that is never borrowed across a call into Perl, and
 //! connections are named by slot index plus generation and looked up again after every call.
 
-use crate::conn::{BodySink, CompleteRequest, Conn, Expiry, InputEvent, Phase};
+use crate::conn::{BodySink, CompleteRequest, Conn, Expiry, InputEvent, Phase, RemoteAddr};
 use crate::deadline::{DeadlineWheel, Entry};
 use crate::h1::encode::{self, DateCache, HeadError, OutFraming};
 use crate::limits::{Config, EVENTS_PER_POLL, WRITE_HIGH_WATER};
 use crate::perl::env::{build_env, EnvKeys, RequestView};
+use crate::perl::io::lazy_io_value;
 use crate::perl::response::FastResponse;
 use crate::perl::{Called, Perl, HV, SV};
 use mio::unix::SourceFd;
@@ -126,6 +127,8 @@ pub struct Reactor {
     perl: Perl,
     /// The Perl object (referent) that owns this reactor; handed to callbacks as `$reactor`.
     self_sv: Cell<*mut SV>,
+    /// A weak reference to that object (ours), carried by every lazy `psgix.io` value.
+    weak_self: Cell<*mut SV>,
     hooks: Hooks,
     keys: EnvKeys,
     state: RefCell<State>,
@@ -372,6 +375,7 @@ impl Reactor {
         Ok(Reactor {
             perl,
             self_sv: Cell::new(std::ptr::null_mut()),
+            weak_self: Cell::new(std::ptr::null_mut()),
             hooks,
             keys: EnvKeys::new(perl),
             state: RefCell::new(state),
@@ -408,6 +412,40 @@ impl Reactor {
 
     pub fn set_self(&self, referent: *mut SV) {
         self.self_sv.set(referent);
+        let weak = self.perl.new_ref(referent);
+        // SAFETY: weakening our own fresh RV to the reactor object; it becomes undef when the
+        // object goes, which lazy psgix.io values check.
+        unsafe { libperl_sys::thx::Perl_sv_rvweaken(self.perl.0, weak) };
+        self.perl.dec(self.weak_self.replace(weak));
+    }
+
+    /// The psgix.io handle of connection `id`, made on first use; null once it is gone.
+    pub fn io_handle(&self, id: u64) -> *mut SV {
+        let (fd, is_unix) = {
+            let Ok(mut state) = self.state.try_borrow_mut() else {
+                return std::ptr::null_mut();
+            };
+            match state.conn_mut(id) {
+                None => return std::ptr::null_mut(),
+                Some(conn) if !conn.io_handle.is_null() => return conn.io_handle,
+                Some(conn) => match duplicate_fd(conn.raw_fd()) {
+                    Some(fd) => (fd, conn.is_unix),
+                    None => return std::ptr::null_mut(),
+                },
+            }
+        };
+        let handle = self.make_io(fd, is_unix, id);
+        if handle.is_null() {
+            return handle;
+        }
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            if let Some(conn) = state.conn_mut(id) {
+                if conn.io_handle.is_null() {
+                    conn.io_handle = self.perl.inc(handle);
+                }
+            }
+        }
+        handle
     }
 
     pub fn poll_fd(&self) -> RawFd {
@@ -518,8 +556,8 @@ impl Reactor {
                 set_no_delay(fd.as_raw_fd());
             }
             let (remote_addr, remote_port) = match peer {
-                Some(address) => (address.ip().to_string().into_bytes(), address.port()),
-                None => (b"unix/".to_vec(), 0),
+                Some(address) => (RemoteAddr::of(address.ip()), address.port()),
+                None => (RemoteAddr::unix(), 0),
             };
             let index = match state.free_slots.pop() {
                 Some(index) => index,
@@ -702,9 +740,7 @@ impl Reactor {
             };
             conn.phase = Phase::App;
             let head_bytes = std::mem::take(&mut conn.head_bytes);
-            let needs_io = conn.io_handle.is_null();
-            let duplicate = if needs_io { duplicate_fd(conn.raw_fd()) } else { None };
-            let remote = (conn.remote_addr.clone(), conn.remote_port, conn.is_unix);
+            let remote = (conn.remote_addr, conn.remote_port);
             let listener = conn.listener;
             let template = state.templates.get(listener).copied();
             state.requests_dispatched += 1;
@@ -713,28 +749,16 @@ impl Reactor {
                 // request is the last, and says Connection: close.
                 state.begin_drain();
             }
-            (request, head_bytes, duplicate, remote, template)
+            (request, head_bytes, remote, template)
         };
-        let (request, head_bytes, duplicate, (remote_addr, remote_port, is_unix), template) = taken;
+        let (request, head_bytes, (remote_addr, remote_port), template) = taken;
         let perl = self.perl;
         let Some(template) = template else {
             self.cut(id);
             return;
         };
         perl.enter_scope();
-        if let Some(fd) = duplicate {
-            let io = self.make_io(fd, is_unix, id);
-            let mut state = self.state.borrow_mut();
-            match state.conn_mut(id) {
-                Some(conn) if !io.is_null() => conn.io_handle = perl.inc(io),
-                _ => {}
-            }
-        }
-        let io = {
-            let mut state = self.state.borrow_mut();
-            state.conn_mut(id).map(|conn| conn.io_handle).unwrap_or(std::ptr::null_mut())
-        };
-        let io_value = if io.is_null() { std::ptr::null_mut() } else { perl.copy(io) };
+        let io_value = lazy_io_value(perl, self.weak_self.get(), id);
         let CompleteRequest { head, body } = request;
         let body_length = body.as_ref().map(BodySink::length);
         let input = self.make_input(body);
@@ -744,7 +768,7 @@ impl Reactor {
                 head: &head,
                 head_bytes: &head_bytes,
                 body_length,
-                remote_addr: &remote_addr,
+                remote_addr: remote_addr.as_bytes(),
                 remote_port,
             };
             build_env(perl, &self.keys, template, &view, input, io_value, &mut scratch)

@@ -48,9 +48,13 @@ sub make_io {
 # See Twiggy::Server::on_client_close.
 sub on_client_close {
     my ($env, $callback) = @_;
-    my $io = ref $env eq 'HASH' ? $env->{'psgix.io'} : undef;
+    return 0 unless ref $env eq 'HASH';
+    # Asking the lazy psgix.io value directly does not make the handle.
+    my ($reactor, $id) = Twiggy::Reactor::connection_of($env->{'psgix.io'});
+    return $reactor->on_close($id, $callback) if $reactor;
+    my $io = $env->{'psgix.io'};
     return 0 unless $io && Scalar::Util::reftype($io) eq 'GLOB';
-    my $reactor = ${*$io}{'twiggy.reactor'} or return 0;
+    $reactor = ${*$io}{'twiggy.reactor'} or return 0;
     return $reactor->on_close(${*$io}{'twiggy.connection'}, $callback);
 }
 

@@ -6,6 +6,7 @@
 //! (no magic, no overloading), anything else goes to Perl code called the same way.
 
 pub mod env;
+pub mod io;
 pub mod response;
 
 use libperl_sys as sys;
