@@ -87,7 +87,21 @@ sub _core_options {
     my $self = shift;
     my %options = map { $_ => $self->{$_} } keys %TIMEOUTS, grep { $_ ne 'backlog' } keys %SIZES;
     $options{no_delay} = $self->{no_delay} ? 1 : 0;
+    $options{access_log_fd} = $self->_open_access_log if defined $self->{access_log} && length $self->{access_log};
     return \%options;
+}
+
+# The access log file, opened for appending; the core gets its own descriptor and writes
+# combined-format lines itself, off the request path.
+sub _open_access_log {
+    my $self = shift;
+    my $path = $self->{access_log};
+    open my $log, '>>', $path or Carp::croak("Twiggy: cannot open the access log '$path': $!");
+    require POSIX;
+    my $fd = POSIX::dup(fileno $log);
+    Carp::croak("Twiggy: cannot use the access log '$path': $!") unless defined $fd;
+    close $log;
+    return $fd;
 }
 
 # Starts serving $app inside the caller's AnyEvent loop and returns.
@@ -257,6 +271,7 @@ manual: options, guarantees, and what changed.
 =item new(%options)
 
 Takes C<host>, C<port>, C<listen>, C<backlog>, C<no_delay>, C<timeout>, C<keepalive_timeout>,
+C<access_log>,
 C<read_chunk_size>, C<max_head_size>, C<body_in_memory>, C<max_requests>, C<reuse_port> and
 C<server_ready>. Unknown options
 are ignored, as L<Plack::Runner> expects. Bad values croak.
@@ -301,6 +316,7 @@ Every option and its default (see L<Twiggy/OPTIONS> for what each does):
   max_request_line     8190 bytes              max_head_size  65536 bytes
   max_headers          100 (at most 128)       max_body       0 = no limit
   max_requests         0 = no limit            reuse_port     0
+  access_log           (none)
 
 Timeouts are checked about once a second, so one may fire up to a second late.
 

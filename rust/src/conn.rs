@@ -3,6 +3,7 @@
 //! request. No Perl value is touched in this module, except the two SVs it keeps for the
 //! reactor to release.
 
+use crate::access_log::PendingEntry;
 use crate::deadline::Entry;
 use crate::h1::decode::ChunkedDecoder;
 use crate::h1::encode::{self, OutFraming, RequestFacts};
@@ -202,6 +203,12 @@ pub struct Conn {
     pub drain_callback: *mut SV,
     /// A Perl callback to run if the connection closes before the current response is done.
     pub close_callback: *mut SV,
+    /// The access-log entry of the current request (only with an access log).
+    pub log_entry: Option<PendingEntry>,
+    /// The status of the current response, once its head is encoded.
+    pub status_sent: u16,
+    /// Body bytes of the current response put on the wire (after framing decisions).
+    pub body_bytes_sent: u64,
 }
 
 impl Conn {
@@ -239,6 +246,9 @@ impl Conn {
             io_handle: std::ptr::null_mut(),
             drain_callback: std::ptr::null_mut(),
             close_callback: std::ptr::null_mut(),
+            log_entry: None,
+            status_sent: 0,
+            body_bytes_sent: 0,
         }
     }
 
@@ -599,9 +609,16 @@ impl Conn {
                 let take = (*remaining).min(data.len() as u64) as usize;
                 self.write_buffer.extend_from_slice(&data[..take]);
                 *remaining -= take as u64;
+                self.body_bytes_sent += take as u64;
             }
-            OutFraming::Chunked => encode::encode_chunk(&mut self.write_buffer, data),
-            OutFraming::UntilClose => self.write_buffer.extend_from_slice(data),
+            OutFraming::Chunked => {
+                encode::encode_chunk(&mut self.write_buffer, data);
+                self.body_bytes_sent += data.len() as u64;
+            }
+            OutFraming::UntilClose => {
+                self.write_buffer.extend_from_slice(data);
+                self.body_bytes_sent += data.len() as u64;
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 // why. Marking every bridge function `unsafe` would move those comments, not add safety.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod access_log;
 pub mod conn;
 pub mod deadline;
 pub mod h1 {

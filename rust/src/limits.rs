@@ -62,6 +62,8 @@ pub struct Config {
     pub no_delay: bool,
     /// Requests this process serves before it drains itself (prefork worker recycling).
     pub max_requests: Option<u64>,
+    /// A file descriptor, opened for appending by Perl, for the access log.
+    pub access_log_fd: Option<i32>,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             body_in_memory: DEFAULT_BODY_IN_MEMORY,
             no_delay: true,
             max_requests: None,
+            access_log_fd: None,
         }
     }
 }
@@ -111,6 +114,9 @@ impl Config {
             body_in_memory: size("body_in_memory", defaults.body_in_memory),
             no_delay: option("no_delay").map_or(defaults.no_delay, |value| value != 0.0),
             max_requests: limit("max_requests"),
+            access_log_fd: option("access_log_fd")
+                .filter(|fd| *fd >= 0.0 && *fd < f64::from(i32::MAX))
+                .map(|fd| fd as i32),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! timer), so state lives in a `RefCell` that is never borrowed across a call into Perl, and
 //! connections are named by slot index plus generation and looked up again after every call.
 
+use crate::access_log::{AccessLog, PendingEntry};
 use crate::conn::{BodySink, CompleteRequest, Conn, Expiry, InputEvent, Phase, RemoteAddr};
 use crate::deadline::{DeadlineWheel, Entry};
 use crate::h1::encode::{self, DateCache, HeadError, OutFraming};
@@ -107,6 +108,7 @@ struct State {
     releases: Vec<*mut SV>,
     date: DateCache,
     wheel: DeadlineWheel,
+    access_log: Option<AccessLog>,
     read_scratch: Vec<u8>,
     draining: bool,
     drained_reported: bool,
@@ -161,7 +163,7 @@ impl State {
         let Some(slot) = self.slots.get_mut(index) else {
             return;
         };
-        let Some(conn) = slot.conn.take() else {
+        let Some(mut conn) = slot.conn.take() else {
             return;
         };
         slot.generation = slot.generation.wrapping_add(1);
@@ -173,6 +175,9 @@ impl State {
         }
         if let Some(entry) = conn.scheduled {
             self.cancel_entry(entry);
+        }
+        if let (Some(log), Some(entry)) = (self.access_log.as_mut(), conn.log_entry.take()) {
+            log.finish(entry, conn.status_sent, conn.body_bytes_sent);
         }
         self.releases.push(conn.io_handle);
         if conn.has_outstanding_request() {
@@ -335,6 +340,11 @@ impl State {
         let Some(conn) = self.slots[index].conn.as_mut() else {
             return;
         };
+        if let (Some(log), Some(entry)) = (self.access_log.as_mut(), conn.log_entry.take()) {
+            log.finish(entry, conn.status_sent, conn.body_bytes_sent);
+        }
+        conn.status_sent = 0;
+        conn.body_bytes_sent = 0;
         // The exchange is over: a close callback was for this request only.
         self.releases.push(std::mem::replace(&mut conn.close_callback, std::ptr::null_mut()));
         if keep_alive {
@@ -351,6 +361,7 @@ impl State {
 
 impl Reactor {
     pub fn new(perl: Perl, hooks: Hooks, config: Config) -> io::Result<Reactor> {
+        let access_log = config.access_log_fd.map(AccessLog::from_fd);
         let read_scratch = vec![0u8; config.read_chunk_size.max(4096)];
         let state = State {
             poll: Poll::new()?,
@@ -367,6 +378,7 @@ impl Reactor {
             releases: Vec::new(),
             date: DateCache::default(),
             wheel: DeadlineWheel::new(Instant::now()),
+            access_log,
             read_scratch,
             draining: false,
             drained_reported: false,
@@ -587,6 +599,9 @@ impl Reactor {
         {
             let mut state = self.state.borrow_mut();
             let now = Instant::now();
+            if let Some(log) = state.access_log.as_mut() {
+                log.flush();
+            }
             let mut due = Vec::new();
             state.wheel.expire(now, &mut due);
             for id in due {
@@ -742,6 +757,12 @@ impl Reactor {
             let head_bytes = std::mem::take(&mut conn.head_bytes);
             let remote = (conn.remote_addr, conn.remote_port);
             let listener = conn.listener;
+            if let Some(log) = state.access_log.as_mut() {
+                let entry = log_entry(log, &remote.0, &request, &head_bytes);
+                if let Some(conn) = state.conn_mut(id) {
+                    conn.log_entry = Some(entry);
+                }
+            }
             let template = state.templates.get(listener).copied();
             state.requests_dispatched += 1;
             if state.config.max_requests.is_some_and(|limit| state.requests_dispatched >= limit) {
@@ -912,6 +933,7 @@ impl Reactor {
         facts.keep_alive &= !draining;
         let plan = encode::encode_head(&mut conn.write_buffer, status, headers, Some(body_length), facts, date.get())
             .map_err(RespondError::Invalid)?;
+        conn.status_sent = status;
         conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
         for chunk in body {
             conn.push_body(chunk.as_ref());
@@ -941,6 +963,7 @@ impl Reactor {
         facts.keep_alive &= !draining;
         let plan = encode::encode_head(&mut conn.write_buffer, status, headers, None, facts, date.get())
             .map_err(RespondError::Invalid)?;
+        conn.status_sent = status;
         conn.facts.keep_alive = plan.keep_alive;
         conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
         state.flush(index);
@@ -1064,6 +1087,24 @@ impl Drop for Reactor {
         }
         self.keys.release(self.perl);
     }
+}
+
+/// Starts the access-log entry of a request, from its head.
+fn log_entry(log: &mut AccessLog, remote: &RemoteAddr, request: &CompleteRequest, bytes: &[u8]) -> PendingEntry {
+    let head = &request.head;
+    let header = |wanted: &[u8]| {
+        head.headers
+            .iter()
+            .find(|(name, _)| name.get(bytes).eq_ignore_ascii_case(wanted))
+            .map_or(&b""[..], |(_, value)| value.get(bytes))
+    };
+    let protocol: &[u8] = if head.minor_version == 0 { b"HTTP/1.0" } else { b"HTTP/1.1" };
+    log.begin(
+        remote.as_bytes(),
+        [head.method.get(bytes), head.target.get(bytes), protocol],
+        header(b"referer"),
+        header(b"user-agent"),
+    )
 }
 
 fn framing_length(framing: OutFraming) -> u64 {
