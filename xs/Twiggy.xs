@@ -32,6 +32,7 @@ extern int twiggy_reactor_respond(twiggy_reactor *, uint64_t, SV *, SV *, SV *);
 extern int twiggy_reactor_start_stream(twiggy_reactor *, uint64_t, SV *, SV *);
 extern int twiggy_reactor_write(twiggy_reactor *, uint64_t, const char *, size_t);
 extern int twiggy_reactor_close_stream(twiggy_reactor *, uint64_t);
+extern int twiggy_reactor_send_file(twiggy_reactor *, uint64_t, int, uint64_t, uint64_t);
 extern int twiggy_reactor_on_drain(twiggy_reactor *, uint64_t, SV *);
 extern int twiggy_reactor_on_close(twiggy_reactor *, uint64_t, SV *);
 extern void twiggy_reactor_cut(twiggy_reactor *, uint64_t);
@@ -155,6 +156,18 @@ write(self, id, data)
   CODE:
     bytes = SvPVbyte(data, length);
     RETVAL = twiggy_reactor_write(self, id, bytes, (size_t)length);
+  OUTPUT:
+    RETVAL
+
+int
+send_file(self, id, fd, offset, length)
+    Twiggy::Reactor self
+    uint64_t id
+    int fd
+    UV offset
+    UV length
+  CODE:
+    RETVAL = twiggy_reactor_send_file(self, id, fd, (uint64_t)offset, (uint64_t)length);
   OUTPUT:
     RETVAL
 

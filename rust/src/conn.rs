@@ -89,6 +89,20 @@ fn anonymous_temp_file() -> io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
+/// Most iovecs handed to one sendmsg (IOV_MAX is 1024 on Linux).
+const MAX_IOVECS: usize = 1024;
+
+/// Bytes per sendfile call, so one big file does not hold the loop for long.
+const SENDFILE_CHUNK: u64 = 1024 * 1024;
+
+/// The rest of a file body: its descriptor (a duplicate of Perl's), where to read next, and
+/// how much is left.
+struct FileBody {
+    file: OwnedFd,
+    offset: libc::off_t,
+    remaining: u64,
+}
+
 /// The client's address as text (REMOTE_ADDR), kept inline: copying it per request allocates
 /// nothing. 45 bytes hold the longest IPv6 text form.
 #[derive(Clone, Copy)]
@@ -203,6 +217,8 @@ pub struct Conn {
     pub drain_callback: *mut SV,
     /// A Perl callback to run if the connection closes before the current response is done.
     pub close_callback: *mut SV,
+    /// A file being sent as the response body (sendfile), after the write buffer.
+    file_body: Option<FileBody>,
     /// The access-log entry of the current request (only with an access log).
     pub log_entry: Option<PendingEntry>,
     /// The status of the current response, once its head is encoded.
@@ -246,6 +262,7 @@ impl Conn {
             io_handle: std::ptr::null_mut(),
             drain_callback: std::ptr::null_mut(),
             close_callback: std::ptr::null_mut(),
+            file_body: None,
             log_entry: None,
             status_sent: 0,
             body_bytes_sent: 0,
@@ -256,8 +273,65 @@ impl Conn {
         self.fd.as_raw_fd()
     }
 
+    /// Output not yet on the wire: buffered bytes plus what is left of a file being sent.
     pub fn pending_output(&self) -> usize {
-        self.write_buffer.len() - self.written
+        let file = self.file_body.as_ref().map_or(0, |file| file.remaining.min(usize::MAX as u64) as usize);
+        self.write_buffer.len() - self.written + file
+    }
+
+    /// Sends the buffered head and `body` in one sendmsg, copying into the buffer only what the
+    /// socket did not take. For large bodies of a `Length` response whose length is exactly
+    /// the body's; anything else goes through `push_body`.
+    pub fn send_with_body<B: AsRef<[u8]>>(&mut self, body: &[B]) {
+        let mut vectors: Vec<libc::iovec> = Vec::with_capacity(body.len().min(MAX_IOVECS) + 1);
+        let head = &self.write_buffer[self.written..];
+        vectors.push(libc::iovec { iov_base: head.as_ptr() as *mut libc::c_void, iov_len: head.len() });
+        for chunk in body.iter().take(MAX_IOVECS - 1) {
+            let chunk = chunk.as_ref();
+            vectors.push(libc::iovec { iov_base: chunk.as_ptr() as *mut libc::c_void, iov_len: chunk.len() });
+        }
+        // SAFETY: msghdr is plain data; zeroed is valid, then it points at our iovecs.
+        let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+        message.msg_iov = vectors.as_mut_ptr();
+        message.msg_iovlen = vectors.len();
+        // SAFETY: the iovecs point into the write buffer and into body slices that outlive
+        // this call; MSG_NOSIGNAL as in `flush`.
+        let sent = unsafe { libc::sendmsg(self.raw_fd(), &message, libc::MSG_NOSIGNAL) };
+        let mut unsent = if sent > 0 { sent as usize } else { 0 };
+        let from_head = unsent.min(head.len());
+        self.written += from_head;
+        unsent -= from_head;
+        for chunk in body {
+            let chunk = chunk.as_ref();
+            let direct = unsent.min(chunk.len());
+            unsent -= direct;
+            if let Phase::Sending { remaining, .. } = &mut self.phase {
+                *remaining = remaining.saturating_sub(direct as u64);
+            }
+            self.body_bytes_sent += direct as u64;
+            self.push_body(&chunk[direct..]);
+        }
+        // What is left (if anything) goes out with the usual buffered path, which also notes a
+        // stall or a failure.
+        self.flush();
+    }
+
+    /// Sends `length` bytes of `file` from `offset` with sendfile, as the body of a `Length`
+    /// response of exactly that length. Returns false when the response is not such a one
+    /// (the caller then copies the body itself). The offset comes from Perl's `tell`: PerlIO
+    /// may have read ahead of it, so the descriptor's own offset would be wrong.
+    pub fn send_file(&mut self, file: OwnedFd, offset: u64, length: u64) -> bool {
+        match self.phase {
+            Phase::Sending { framing: OutFraming::Length(_), remaining } if remaining == length => {
+                let offset = libc::off_t::try_from(offset).unwrap_or(libc::off_t::MAX);
+                self.file_body = Some(FileBody { file, offset, remaining: length });
+                self.flush();
+                true
+            }
+            // HEAD and bodiless statuses: nothing to send.
+            Phase::Sending { framing: OutFraming::NoBody, .. } => true,
+            _ => false,
+        }
     }
 
     /// Whether the connection is between requests with nothing buffered (safe to close on drain).
@@ -573,6 +647,9 @@ impl Conn {
         }
         self.write_buffer.clear();
         self.written = 0;
+        if !self.flush_file() {
+            return !self.dead;
+        }
         self.output_stalled_since = None;
         if self.write_buffer.capacity() > 4 * WRITE_HIGH_WATER {
             self.write_buffer.shrink_to(WRITE_HIGH_WATER);
@@ -580,6 +657,52 @@ impl Conn {
         if self.close_after_flush && !matches!(self.phase, Phase::Lingering) {
             if let Phase::Sending { .. } = self.phase {
                 self.start_lingering();
+            }
+        }
+        true
+    }
+
+    /// Sends what is left of a file body; true once nothing is left.
+    fn flush_file(&mut self) -> bool {
+        while let Some(file) = self.file_body.as_mut() {
+            if file.remaining == 0 {
+                self.file_body = None;
+                break;
+            }
+            let chunk = file.remaining.min(SENDFILE_CHUNK) as usize;
+            // SAFETY: sendfile between two descriptors we own; it advances `offset` itself.
+            let count = unsafe { libc::sendfile(self.fd.as_raw_fd(), file.file.as_raw_fd(), &mut file.offset, chunk) };
+            if count > 0 {
+                file.remaining -= count as u64;
+                self.body_bytes_sent += count as u64;
+                if let Phase::Sending { remaining, .. } = &mut self.phase {
+                    *remaining = remaining.saturating_sub(count as u64);
+                }
+                if self.output_stalled_since.is_some() {
+                    self.output_stalled_since = Some(Instant::now());
+                }
+                continue;
+            }
+            let error = io::Error::last_os_error();
+            match (count, error.kind()) {
+                (0, _) => {
+                    // The file is shorter than announced: the response cannot be completed.
+                    self.file_body = None;
+                    self.dead = true;
+                    return false;
+                }
+                (_, io::ErrorKind::WouldBlock) => {
+                    if self.output_stalled_since.is_none() {
+                        self.output_stalled_since = Some(Instant::now());
+                    }
+                    return false;
+                }
+                (_, io::ErrorKind::Interrupted) => continue,
+                _ => {
+                    self.file_body = None;
+                    self.dead = true;
+                    return false;
+                }
             }
         }
         true

@@ -296,6 +296,22 @@ pub extern "C" fn twiggy_reactor_write(reactor: *const Reactor, id: u64, data: *
     })
 }
 
+/// A file body by sendfile: 1 taken, 0 connection gone, -3 not applicable (send it yourself).
+#[no_mangle]
+pub extern "C" fn twiggy_reactor_send_file(reactor: *const Reactor, id: u64, fd: i32, offset: u64, length: u64) -> i32 {
+    guard(GONE, || {
+        // SAFETY: XS passes a live reactor.
+        let Some(reactor) = (unsafe { reactor_ref(reactor) }) else {
+            return GONE;
+        };
+        match reactor.send_file(id, fd, offset, length) {
+            Ok(true) => OK,
+            Ok(false) => NOT_PLAIN,
+            Err(_) => GONE,
+        }
+    })
+}
+
 #[no_mangle]
 pub extern "C" fn twiggy_reactor_close_stream(reactor: *const Reactor, id: u64) -> i32 {
     guard(GONE, || {

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 /// How long a connection accepted just before a drain may take to send its first request.
 const DRAIN_FIRST_REQUEST_GRACE_SECONDS: u64 = 2;
 
+/// Bodies at least this large are sent without copying them into the write buffer.
+const DIRECT_SEND_MIN: u64 = 64 * 1024;
+
 /// Listener tokens live above every possible connection slot.
 const LISTENER_TOKEN_BASE: usize = 1 << 40;
 
@@ -935,8 +938,14 @@ impl Reactor {
             .map_err(RespondError::Invalid)?;
         conn.status_sent = status;
         conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
-        for chunk in body {
-            conn.push_body(chunk.as_ref());
+        let whole_body = plan.framing == OutFraming::Length(body_length);
+        if whole_body && body_length >= DIRECT_SEND_MIN && conn.pending_output() < DIRECT_SEND_MIN as usize {
+            // Large body: straight from the app's strings to the socket, no copy.
+            conn.send_with_body(body);
+        } else {
+            for chunk in body {
+                conn.push_body(chunk.as_ref());
+            }
         }
         let keep_alive = conn.end_body(plan.keep_alive);
         state.finish_exchange(index, keep_alive);
@@ -970,6 +979,25 @@ impl Reactor {
         drop(state);
         self.run_queues();
         Ok(())
+    }
+
+    /// Sends `length` bytes of the file open on `fd` (from `offset`) as the body of a
+    /// streamed response whose head announced exactly that length. Ok(false) when the response
+    /// is not such a one: the caller then sends the body itself.
+    pub fn send_file(&self, id: u64, fd: RawFd, offset: u64, length: u64) -> Result<bool, RespondError> {
+        let mut state = self.state.borrow_mut();
+        let (index, _) = split_id(id);
+        let conn = state.conn_mut(id).ok_or(RespondError::Gone)?;
+        let Some(duplicate) = duplicate_fd(fd) else {
+            return Ok(false);
+        };
+        // SAFETY: a fresh descriptor from F_DUPFD_CLOEXEC, owned from here on.
+        let file = unsafe { OwnedFd::from_raw_fd(duplicate) };
+        let taken = conn.send_file(file, offset, length);
+        state.flush(index);
+        drop(state);
+        self.run_queues();
+        Ok(taken)
     }
 
     /// Appends streamed body bytes. Ok(true) while the output buffer is below the high-water mark.

@@ -132,13 +132,28 @@ sub send_response {
     if (ref $body eq 'ARRAY') {
         return $reactor->respond($id, $status, $headers, [ map { byte_string($_) } @$body ]);
     }
-    if (my $length = file_length($body)) {
+    my $length = file_length($body);
+    if ($length) {
         push @$headers, 'Content-Length', $length
             unless grep { lc $headers->[ $_ * 2 ] eq 'content-length' } 0 .. $#$headers / 2;
     }
     unless ($reactor->start_stream($id, $status, $headers)) {
         close_body($body);
         return;
+    }
+    if ($length) {
+        # A real file: the core sends it with sendfile(2); the body is closed once it is out.
+        my $position = tell $body;
+        my $taken = $reactor->send_file($id, fileno($body), $position < 0 ? 0 : $position, $length);
+        if ($taken == 1) {
+            $reactor->on_drain($id, sub { close_body($body); $reactor->close_stream($id) })
+                or close_body($body);
+            return;
+        }
+        if ($taken == 0) {
+            close_body($body);
+            return;
+        }
     }
     return pump($reactor, $id, $body);
 }
