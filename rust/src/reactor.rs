@@ -337,6 +337,35 @@ impl State {
         }
     }
 
+    /// Encodes the head of the response to request `id` (which must not have one yet) and
+    /// enters the body phase; returns the slot and the framing chosen.
+    fn begin_response<H: AsRef<[u8]>>(
+        &mut self,
+        id: u64,
+        status: u16,
+        headers: &[(H, H)],
+        body_length: Option<u64>,
+    ) -> Result<(usize, encode::ResponsePlan), RespondError> {
+        let draining = self.draining;
+        let State { slots, date, .. } = self;
+        let (index, _) = split_id(id);
+        let conn = match slots.get_mut(index) {
+            Some(slot) if make_id(index, slot.generation) == id => slot.conn.as_mut(),
+            _ => None,
+        }
+        .ok_or(RespondError::Gone)?;
+        if !matches!(conn.phase, Phase::App) {
+            return Err(RespondError::AlreadyStarted);
+        }
+        let mut facts = conn.facts;
+        facts.keep_alive &= !draining;
+        let plan = encode::encode_head(&mut conn.write_buffer, status, headers, body_length, facts, date.get())
+            .map_err(RespondError::Invalid)?;
+        conn.status_sent = status;
+        conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
+        Ok((index, plan))
+    }
+
     /// After a response is complete: keep the connection for the next request, or close it.
     fn finish_exchange(&mut self, index: usize, keep_alive: bool) {
         let keep_alive = keep_alive && !self.draining;
@@ -921,23 +950,10 @@ impl Reactor {
         body_length: u64,
     ) -> Result<(), RespondError> {
         let mut state = self.state.borrow_mut();
-        let draining = state.draining;
-        let State { slots, date, .. } = &mut *state;
-        let (index, _) = split_id(id);
-        let conn = match slots.get_mut(index) {
-            Some(slot) if make_id(index, slot.generation) == id => slot.conn.as_mut(),
-            _ => None,
-        }
-        .ok_or(RespondError::Gone)?;
-        if !matches!(conn.phase, Phase::App) {
-            return Err(RespondError::AlreadyStarted);
-        }
-        let mut facts = conn.facts;
-        facts.keep_alive &= !draining;
-        let plan = encode::encode_head(&mut conn.write_buffer, status, headers, Some(body_length), facts, date.get())
-            .map_err(RespondError::Invalid)?;
-        conn.status_sent = status;
-        conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
+        let (index, plan) = state.begin_response(id, status, headers, Some(body_length))?;
+        let Some(conn) = state.slots[index].conn.as_mut() else {
+            return Err(RespondError::Gone);
+        };
         let whole_body = plan.framing == OutFraming::Length(body_length);
         if whole_body && body_length >= DIRECT_SEND_MIN && conn.pending_output() < DIRECT_SEND_MIN as usize {
             // Large body: straight from the app's strings to the socket, no copy.
@@ -957,24 +973,10 @@ impl Reactor {
     /// Sends the head of a streamed response; the body follows through `write`.
     pub fn start_stream<H: AsRef<[u8]>>(&self, id: u64, status: u16, headers: &[(H, H)]) -> Result<(), RespondError> {
         let mut state = self.state.borrow_mut();
-        let draining = state.draining;
-        let State { slots, date, .. } = &mut *state;
-        let (index, _) = split_id(id);
-        let conn = match slots.get_mut(index) {
-            Some(slot) if make_id(index, slot.generation) == id => slot.conn.as_mut(),
-            _ => None,
+        let (index, plan) = state.begin_response(id, status, headers, None)?;
+        if let Some(conn) = state.slots[index].conn.as_mut() {
+            conn.facts.keep_alive = plan.keep_alive;
         }
-        .ok_or(RespondError::Gone)?;
-        if !matches!(conn.phase, Phase::App) {
-            return Err(RespondError::AlreadyStarted);
-        }
-        let mut facts = conn.facts;
-        facts.keep_alive &= !draining;
-        let plan = encode::encode_head(&mut conn.write_buffer, status, headers, None, facts, date.get())
-            .map_err(RespondError::Invalid)?;
-        conn.status_sent = status;
-        conn.facts.keep_alive = plan.keep_alive;
-        conn.phase = Phase::Sending { framing: plan.framing, remaining: framing_length(plan.framing) };
         state.flush(index);
         drop(state);
         self.run_queues();
