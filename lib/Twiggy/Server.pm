@@ -270,10 +270,8 @@ manual: options, guarantees, and what changed.
 
 =item new(%options)
 
-Takes C<host>, C<port>, C<listen>, C<backlog>, C<no_delay>, C<timeout>, C<keepalive_timeout>,
-C<access_log>,
-C<read_chunk_size>, C<max_head_size>, C<body_in_memory>, C<max_requests>, C<reuse_port> and
-C<server_ready>. Unknown options
+Takes every option in L<Twiggy/OPTIONS> (their defaults are listed under L</DEFAULTS>).
+Unknown options
 are ignored, as L<Plack::Runner> expects. Bad values croak.
 
 =item register_service($app)

@@ -9,6 +9,9 @@ sub new {
 
 sub run {
     my ($self, $app) = @_;
+    # Plack::Runner announces the server only in the development environment; a server
+    # started for deployment says where it listens too (as Starman does).
+    $self->{server_ready} ||= \&_banner;
     return $self->_run_workers($app)
         if defined $self->{workers} && length $self->{workers} && $self->{workers} !~ /\A\s*0*\s*\z/;
     my $class = $ENV{SERVER_STARTER_PORT} ? 'Twiggy::Server::SS' : 'Twiggy::Server';
@@ -23,6 +26,12 @@ sub _run_workers {
     my $class = $ENV{SERVER_STARTER_PORT} ? 'Twiggy::Prefork::Server::SS' : 'Twiggy::Prefork::Server';
     eval "require $class; 1" or die $@;
     $class->new(graceful_term => 0, max_requests => 0, %$self)->run($app);
+}
+
+sub _banner {
+    my ($args) = @_;
+    my $where = $args->{host} eq 'unix/' ? "unix:$args->{port}" : "http://$args->{host}:$args->{port}/";
+    print STDERR "$args->{server_software}: Accepting connections at $where\n";
 }
 
 1;
