@@ -133,11 +133,13 @@ pub fn build_env(
     store(perl, env, keys.remote_port, perl.new_int(i64::from(request.remote_port)));
 
     let chunked = head.framing == BodyFraming::Chunked;
+    let mut declared_length = false;
     for (name_span, value_span) in &head.headers {
         let name = name_span.get(bytes);
         let value = value_span.get(bytes);
         if name.eq_ignore_ascii_case(b"content-length") {
             // Stored below from the framing, which already checked every value agrees.
+            declared_length = true;
             continue;
         }
         if chunked && name.eq_ignore_ascii_case(b"transfer-encoding") {
@@ -159,7 +161,8 @@ pub fn build_env(
     let length = match (request.body_length, head.framing) {
         (Some(length), _) => Some(length),
         (None, BodyFraming::Length(length)) => Some(length),
-        _ => has_zero_length_header(head, bytes).then_some(0),
+        // "Content-Length: 0": framing None, but the app still sees the header.
+        _ => declared_length.then_some(0),
     };
     if let Some(length) = length {
         scratch.clear();
@@ -173,10 +176,6 @@ pub fn build_env(
         store(perl, env, keys.psgix_io, io);
     }
     env
-}
-
-fn has_zero_length_header(head: &RequestHead, bytes: &[u8]) -> bool {
-    head.headers.iter().any(|(name, _)| name.get(bytes).eq_ignore_ascii_case(b"content-length"))
 }
 
 /// `HTTP_` plus the name upper-cased with `-` as `_` (CGI/PSGI meta-variable form).
