@@ -8,6 +8,7 @@ use Test::More;
 use File::Temp ();
 use IO::Socket::INET;
 use TwiggyTest;
+use TwiggyTest qw(refuses_connections);
 
 safety_alarm(60);
 
@@ -36,15 +37,6 @@ sub start {
     return start_server(app => $app, after_run => sub { touch("$dir/run-returned-$name") });
 }
 
-sub refuses_connections {
-    my ($port) = @_;
-    return wait_until(sub {
-        my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 1);
-        return 1 unless $sock;
-        close $sock;
-        return 0;
-    }, 5);
-}
 
 subtest 'in-flight delayed response completes after SIGQUIT' => sub {
     my $server = start('inflight');

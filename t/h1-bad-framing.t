@@ -7,6 +7,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use TwiggyTest;
+use TwiggyTest qw(answered_then_closed);
 
 safety_alarm(60);
 
@@ -65,14 +66,7 @@ for my $case (@cases) {
     $statuses ||= [400];
     subtest $name => sub {
         return fail('server is not running any more') unless $server->is_running;
-        my $client = client($port);
-        $client->send($bytes);
-        my $res = $client->read_response;
-        ok($res->ok, 'a complete response') or diag($res->describe);
-        ok((grep { $res->status == $_ } @$statuses), 'status ' . join(' or ', @$statuses))
-            or diag('got: ' . $res->describe);
-        ok($client->closed_without_more_data, 'connection closed right after it, nothing else answered')
-            or diag('after the response: ' . ($client->{extra} // '') . ($client->eof ? '' : ' (still open)'));
+        answered_then_closed($port, $bytes, $statuses);
     };
 }
 

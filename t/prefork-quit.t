@@ -11,7 +11,7 @@ use File::Temp ();
 use IO::Socket::INET;
 use Time::HiRes ();
 use TwiggyTest;
-use TwiggyTest qw(child_pids write_file);
+use TwiggyTest qw(child_pids write_file refuses_connections);
 
 safety_alarm(60);
 
@@ -51,15 +51,6 @@ sub start {
         max_workers => 2, graceful_term => 0, %options);
 }
 
-sub refuses_connections {
-    my ($port) = @_;
-    return wait_until(sub {
-        my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 1);
-        return 1 unless $sock;
-        close $sock;
-        return 0;
-    }, 5);
-}
 
 subtest 'QUIT drains delayed and streaming responses' => sub {
     my $server = start();

@@ -41,12 +41,39 @@ our @EXPORT = qw(
 our @EXPORT_OK = qw(
     start_command perl_command child_pids process_title write_file
     process_cpu_seconds open_fd_count
+    refuses_connections answered_then_closed
 );
 
 # The test process itself must survive writes to sockets the server has closed. Server children
 # get the default disposition back (see _child_setup): how the server copes with SIGPIPE is part
 # of what the suite checks.
 $SIG{PIPE} = 'IGNORE';
+
+# True once nothing accepts connections on $port any more (bounded: 5 s, scaled).
+sub refuses_connections {
+    my ($port) = @_;
+    return wait_until(sub {
+        my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 1);
+        return 1 unless $sock;
+        close $sock;
+        return 0;
+    }, 5);
+}
+
+# Sends $bytes on a new connection and checks what an automatic refusal must look like: one
+# complete response with one of @$statuses, then the connection closed with nothing more.
+sub answered_then_closed {
+    my ($port, $bytes, $statuses) = @_;
+    my $client = client($port);
+    $client->send($bytes);
+    my $res = $client->read_response;
+    Test::More::ok($res->ok, 'a complete response') or Test::More::diag($res->describe);
+    Test::More::ok((grep { $res->status == $_ } @$statuses), 'status ' . join(' or ', @$statuses))
+        or Test::More::diag('got: ' . $res->describe);
+    Test::More::ok($client->closed_without_more_data, 'connection closed right after it, nothing else answered')
+        or Test::More::diag('after the response: ' . ($client->{extra} // '') . ($client->eof ? '' : ' (still open)'));
+    return $res;
+}
 
 sub timefactor {
     my $factor = $ENV{TWIGGY_TEST_TIMEFACTOR};
@@ -649,7 +676,12 @@ sub read_response {
 # empties the buffer. $self->eof tells whether the close was seen.
 sub read_until_close {
     my ($self, $timeout) = @_;
-    my $deadline = Time::HiRes::time() + (defined $timeout ? TwiggyTest::scaled($timeout) : $self->{timeout});
+    return $self->_take_until(Time::HiRes::time() + (defined $timeout ? TwiggyTest::scaled($timeout) : $self->{timeout}));
+}
+
+# Reads until EOF or $deadline (epoch seconds), then hands over everything buffered.
+sub _take_until {
+    my ($self, $deadline) = @_;
     while (!$self->{eof}) {
         my $left = $deadline - Time::HiRes::time();
         last if $left <= 0;
@@ -728,15 +760,7 @@ sub peek_for {
 # Read whatever arrives within $seconds (not scaled: used to check that nothing arrives).
 sub read_for {
     my ($self, $seconds) = @_;
-    my $deadline = Time::HiRes::time() + $seconds;
-    while (!$self->{eof}) {
-        my $left = $deadline - Time::HiRes::time();
-        last if $left <= 0;
-        $self->_fill($left);
-    }
-    my $data = $self->{buf};
-    $self->{buf} = '';
-    return $data;
+    return $self->_take_until(Time::HiRes::time() + $seconds);
 }
 
 sub shutdown_write { my ($self) = @_; shutdown($self->{sock}, 1) if $self->{sock}; return }
