@@ -7,7 +7,7 @@ use crate::access_log::PendingEntry;
 use crate::deadline::Entry;
 use crate::h1::decode::ChunkedDecoder;
 use crate::h1::encode::{self, OutFraming, RequestFacts};
-use crate::h1::parse::{parse_head, BodyFraming, HeadLimits, Parsed, RequestHead};
+use crate::h1::parse::{parse_head_reusing, BodyFraming, HeadLimits, Parsed, RequestHead, Span};
 use crate::limits::{Config, LINGER_SECONDS, WRITE_HIGH_WATER};
 use crate::perl::SV;
 use std::fs::File;
@@ -205,6 +205,8 @@ pub struct Conn {
     pub head: Option<RequestHead>,
     /// The bytes `head` points into (kept apart from the read buffer so pipelined input can follow).
     pub head_bytes: Vec<u8>,
+    /// The header list of the last request, handed back after it for the next parse.
+    pub spare_headers: Vec<(Span, Span)>,
     body: Option<BodySink>,
     pub request: Option<CompleteRequest>,
     pub facts: RequestFacts,
@@ -253,6 +255,7 @@ impl Conn {
             scheduled: None,
             head: None,
             head_bytes: Vec::new(),
+            spare_headers: Vec::new(),
             body: None,
             request: None,
             facts: RequestFacts { minor_version: 1, keep_alive: false, is_head_method: false },
@@ -396,10 +399,10 @@ impl Conn {
     }
 
     /// The response is complete and the connection stays: wait for the next request.
-    pub fn await_next_request(&mut self) {
+    pub fn await_next_request(&mut self, now: Instant) {
         self.phase = Phase::Head;
         self.requests_finished += 1;
-        self.idle_since = Instant::now();
+        self.idle_since = now;
     }
 
     pub fn take_request(&mut self) -> Option<CompleteRequest> {
@@ -410,7 +413,7 @@ impl Conn {
     /// stops reading. `scratch` is the reactor's shared read buffer.
     pub fn pump_input(&mut self, config: &Config, scratch: &mut [u8], now: Instant) -> InputEvent {
         loop {
-            let event = self.interpret(config);
+            let event = self.interpret(config, now);
             if event != InputEvent::Nothing {
                 return event;
             }
@@ -467,20 +470,20 @@ impl Conn {
     }
 
     /// Makes progress on buffered bytes without reading.
-    fn interpret(&mut self, config: &Config) -> InputEvent {
+    fn interpret(&mut self, config: &Config, now: Instant) -> InputEvent {
         match &mut self.phase {
-            Phase::Head => self.interpret_head(config),
+            Phase::Head => self.interpret_head(config, now),
             Phase::Body(_) => self.interpret_body(config),
             _ => InputEvent::Nothing,
         }
     }
 
-    fn interpret_head(&mut self, config: &Config) -> InputEvent {
+    fn interpret_head(&mut self, config: &Config, now: Instant) -> InputEvent {
         if self.read_buffer.is_empty() {
             return InputEvent::Nothing;
         }
         if self.head_started.is_none() {
-            self.head_started = Some(Instant::now());
+            self.head_started = Some(now);
         }
         // Re-parse only when new bytes could have ended a line or broken a limit (a trickling
         // client would otherwise cost a full parse per byte).
@@ -496,7 +499,7 @@ impl Conn {
             head: config.max_head_bytes,
             headers: config.max_headers,
         };
-        match parse_head(&self.read_buffer, &limits) {
+        match parse_head_reusing(&self.read_buffer, &limits, std::mem::take(&mut self.spare_headers)) {
             Parsed::Partial => InputEvent::Nothing,
             Parsed::Rejected(reject) => InputEvent::Refused(reject.status()),
             Parsed::Complete(head) => {

@@ -11,8 +11,7 @@ use crate::conn::{BodySink, CompleteRequest, Conn, Expiry, InputEvent, Phase, Re
 use crate::deadline::{DeadlineWheel, Entry};
 use crate::h1::encode::{self, DateCache, HeadError, OutFraming};
 use crate::limits::{Config, EVENTS_PER_POLL, WRITE_HIGH_WATER};
-use crate::perl::env::{build_env, EnvKeys, RequestView};
-use crate::perl::io::lazy_io_value;
+use crate::perl::env::{Env, EnvKeys, RequestView};
 use crate::perl::response::FastResponse;
 use crate::perl::{Called, Perl, HV, SV};
 use mio::unix::SourceFd;
@@ -140,6 +139,9 @@ pub struct Reactor {
     dispatching: Cell<bool>,
     fast: RefCell<FastResponse>,
     path_scratch: RefCell<Vec<u8>>,
+    /// An env per listener ready to be filled again (see `perl::env_reuse`); taken out while a
+    /// request uses it, so a request dispatched from inside the app builds its own.
+    spare_envs: RefCell<Vec<Option<Env>>>,
     /// The events of one poll round, kept between rounds so a wake-up allocates nothing.
     /// Taken out while in use: an app running the loop inside a request re-enters `poll`.
     ready_scratch: RefCell<Vec<Readiness>>,
@@ -212,7 +214,10 @@ impl State {
 
     /// Feeds socket input to the connection's parser and acts on the outcome.
     fn pump(&mut self, index: usize) {
-        let now = Instant::now();
+        self.pump_at(index, Instant::now());
+    }
+
+    fn pump_at(&mut self, index: usize, now: Instant) {
         let State { slots, config, read_scratch, date, ready, .. } = self;
         let slot = &mut slots[index];
         let generation = slot.generation;
@@ -381,11 +386,15 @@ impl State {
         conn.status_sent = 0;
         conn.body_bytes_sent = 0;
         // The exchange is over: a close callback was for this request only.
-        self.releases.push(std::mem::replace(&mut conn.close_callback, std::ptr::null_mut()));
+        let callback = std::mem::replace(&mut conn.close_callback, std::ptr::null_mut());
+        if !callback.is_null() {
+            self.releases.push(callback);
+        }
         if keep_alive {
-            conn.await_next_request();
+            let now = Instant::now();
+            conn.await_next_request(now);
             self.flush(index);
-            self.pump(index);
+            self.pump_at(index, now);
         } else {
             conn.phase = Phase::Sending { framing: OutFraming::NoBody, remaining: 0 };
             conn.close_after_flush = true;
@@ -429,6 +438,7 @@ impl Reactor {
             dispatching: Cell::new(false),
             fast: RefCell::new(FastResponse::default()),
             path_scratch: RefCell::new(Vec::new()),
+            spare_envs: RefCell::new(Vec::new()),
             ready_scratch: RefCell::new(Vec::new()),
         })
     }
@@ -569,7 +579,11 @@ impl Reactor {
         if readable {
             conn.read_blocked = false;
         }
-        if writable {
+        // A writable edge with nothing owed (the usual one, right after a response went out)
+        // needs no flush: the pump below reaps and re-arms the connection anyway.
+        let owes =
+            conn.pending_output() > 0 || !conn.drain_callback.is_null() || matches!(conn.phase, Phase::Lingering);
+        if writable && owes {
             state.flush(index);
         }
         // Pumping after a writable event too: input paused behind a full output buffer
@@ -732,12 +746,22 @@ impl Reactor {
 
     fn release_deferred(&self) {
         loop {
-            let releases = std::mem::take(&mut self.state.borrow_mut().releases);
-            if releases.is_empty() {
-                return;
-            }
-            for value in releases {
+            let releases = {
+                let mut state = self.state.borrow_mut();
+                if state.releases.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut state.releases)
+            };
+            for &value in &releases {
                 self.perl.dec(value);
+            }
+            // Hand the emptied vector back so the next release does not allocate.
+            let mut releases = releases;
+            releases.clear();
+            let mut state = self.state.borrow_mut();
+            if state.releases.is_empty() {
+                state.releases = releases;
             }
         }
     }
@@ -807,20 +831,21 @@ impl Reactor {
                 // request is the last, and says Connection: close.
                 state.begin_drain();
             }
-            (request, head_bytes, remote, template)
+            (request, head_bytes, remote, template, listener)
         };
-        let (request, head_bytes, (remote_addr, remote_port), template) = taken;
+        let (request, head_bytes, (remote_addr, remote_port), template, listener) = taken;
         let perl = self.perl;
         let Some(template) = template else {
             self.cut(id);
             return;
         };
         perl.enter_scope();
-        let io_value = lazy_io_value(perl, self.weak_self.get(), id);
         let CompleteRequest { head, body } = request;
         let body_length = body.as_ref().map(BodySink::length);
         let input = self.make_input(body);
-        let env = {
+        let spare = self.spare_envs.borrow_mut().get_mut(listener).and_then(Option::take);
+        let mut env = spare.unwrap_or_else(|| Env::new(perl, &self.keys, template, listener, self.weak_self.get()));
+        {
             let mut scratch = self.path_scratch.borrow_mut();
             let view = RequestView {
                 head: &head,
@@ -829,14 +854,14 @@ impl Reactor {
                 remote_addr: remote_addr.as_bytes(),
                 remote_port,
             };
-            build_env(perl, &self.keys, template, &view, input, io_value, &mut scratch)
-        };
-        // SAFETY: `env` is our new HV; the mortal reference owns it from here on.
-        let env_ref = perl.mortal(unsafe { libperl_sys::thx::Perl_newRV_noinc(perl.0, env as *mut SV) });
+            env.fill(perl, &self.keys, &view, input, id, &mut scratch);
+        }
+        let env_ref = env.reference();
         match perl.call(self.hooks.app, &[env_ref]) {
             Called::Died(error) => self.app_failed(id, env_ref, error),
             Called::Returned(response) => self.take_response(id, env_ref, response),
         }
+        self.keep_env(env);
         perl.leave_scope();
         let mut state = self.state.borrow_mut();
         if let Some(conn) = state.conn_mut(id) {
@@ -845,6 +870,25 @@ impl Reactor {
                 reused.clear();
                 conn.head_bytes = reused;
             }
+            if conn.spare_headers.capacity() == 0 {
+                conn.spare_headers = head.headers;
+            }
+        }
+    }
+
+    /// Keeps `env` for the next request on its listener when the app left it reusable.
+    fn keep_env(&self, mut env: Env) {
+        let perl = self.perl;
+        let mut spares = self.spare_envs.borrow_mut();
+        let listener = env.listener();
+        if spares.len() <= listener {
+            spares.resize_with(listener + 1, || None);
+        }
+        if spares[listener].is_none() && env.reclaim(perl, self.hooks.null_input) {
+            spares[listener] = Some(env);
+        } else {
+            drop(spares);
+            env.release(perl);
         }
     }
 
@@ -865,11 +909,12 @@ impl Reactor {
         }
     }
 
-    /// psgi.input for the request: the shared empty handle, or one made by Perl over the body.
+    /// psgi.input for the request: the shared empty handle, or one made by Perl over the body
+    /// (owned by the current scope).
     fn make_input(&self, body: Option<BodySink>) -> *mut SV {
         let perl = self.perl;
         let called = match body {
-            None => return perl.copy(self.hooks.null_input),
+            None => return self.hooks.null_input,
             Some(BodySink::Memory(bytes)) => {
                 let data = perl.mortal(perl.new_string(&bytes));
                 perl.call(self.hooks.input_from_string, &[data])
@@ -880,11 +925,11 @@ impl Reactor {
             }
         };
         match called {
-            Called::Returned(handle) if !handle.is_null() => perl.copy(handle),
-            Called::Returned(_) => perl.copy(self.hooks.null_input),
+            Called::Returned(handle) if !handle.is_null() => handle,
+            Called::Returned(_) => self.hooks.null_input,
             Called::Died(error) => {
                 self.log_error(std::ptr::null_mut(), error);
-                perl.copy(self.hooks.null_input)
+                self.hooks.null_input
             }
         }
     }
@@ -1101,6 +1146,10 @@ impl Reactor {
     }
 
     pub fn release_all(&self) {
+        let spares = std::mem::take(&mut *self.spare_envs.borrow_mut());
+        for env in spares.into_iter().flatten() {
+            env.release(self.perl);
+        }
         {
             let mut state = self.state.borrow_mut();
             for index in 0..state.slots.len() {

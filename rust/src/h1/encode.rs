@@ -1,8 +1,6 @@
 //! Response encoder: the status line, the app's headers (validated: no response splitting), and
 //! the framing we choose (Content-Length, chunked, or close-delimited) per RFC 9112 6 and 9110 6.4.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// What the request tells the encoder about how to answer it.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestFacts {
@@ -143,8 +141,13 @@ pub fn encode_head<H: AsRef<[u8]>>(
         128 + headers.iter().map(|(name, value)| name.as_ref().len() + value.as_ref().len() + 4).sum::<usize>(),
     );
     out.extend_from_slice(if request.minor_version >= 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
-    push_decimal(out, u64::from(status));
-    out.push(b' ');
+    // 100..=999, checked above: three digits.
+    out.extend_from_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
@@ -213,8 +216,13 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 pub fn encode_error(out: &mut Vec<u8>, status: u16, date: &[u8]) {
     let reason = reason_phrase(status);
     out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(status));
-    out.push(b' ');
+    // 100..=999, checked above: three digits.
+    out.extend_from_slice(&[
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\nContent-Type: text/plain\r\nContent-Length: ");
     push_decimal(out, reason.len() as u64);
@@ -237,8 +245,24 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
 
 /// RFC 9110 5.6.2 tchar.
 fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+    TOKEN_BYTES[usize::from(byte)]
 }
+
+/// RFC 9110 5.6.2 `tchar`, as a table: header names are checked byte by byte on every response.
+static TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        byte += 1;
+    }
+    table
+};
 
 fn parse_decimal(value: &[u8]) -> Option<u64> {
     let value = crate::h1::parse::trim(value);
@@ -357,7 +381,9 @@ impl DateCache {
     }
 
     fn refresh(&mut self) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0);
+        // time(2) is a vDSO call: cheaper than SystemTime's checked arithmetic, once per response.
+        // SAFETY: time with a null pointer only returns the value.
+        let now = u64::try_from(unsafe { libc::time(std::ptr::null_mut()) }).unwrap_or(0);
         if now != self.second {
             self.second = now;
             self.text = format_http_date(now);

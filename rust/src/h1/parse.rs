@@ -40,6 +40,9 @@ pub struct RequestHead {
     pub minor_version: u8,
     pub headers: Vec<(Span, Span)>,
     pub framing: BodyFraming,
+    /// The value of the request's Content-Length field(s), which all agree (`framing` is None
+    /// for "Content-Length: 0", but the app still sees that header).
+    pub declared_length: Option<u64>,
     /// The client allows the connection to stay open after this exchange.
     pub keep_alive: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request.
@@ -92,15 +95,25 @@ pub struct HeadLimits {
 
 /// Parses a request head from the front of `buf`, within `limits`.
 pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Parsed {
+    parse_head_reusing(buf, limits, Vec::new())
+}
+
+/// `parse_head`, keeping the fields in `spare` (cleared first): a connection hands back the
+/// vector of its last request so the next one needs no allocation.
+pub fn parse_head_reusing(buf: &[u8], limits: &HeadLimits, spare: Vec<(Span, Span)>) -> Parsed {
     // RFC 9112 3: a server receiving a request line longer than it wishes to parse answers 414.
-    match buf.iter().position(|&byte| byte == b'\n') {
-        None if buf.len() > limits.request_line + 1 => return Parsed::Rejected(Reject::UriTooLong),
-        Some(end) if end > limits.request_line + 1 => return Parsed::Rejected(Reject::UriTooLong),
-        _ => {}
+    // (A buffer shorter than the limit cannot hold a longer line: no need to look.)
+    if buf.len() > limits.request_line + 1 {
+        match buf.iter().position(|&byte| byte == b'\n') {
+            None => return Parsed::Rejected(Reject::UriTooLong),
+            Some(end) if end > limits.request_line + 1 => return Parsed::Rejected(Reject::UriTooLong),
+            _ => {}
+        }
     }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut fields);
-    let head_len = match request.parse(buf) {
+    // Uninitialised slots: zeroing all MAX_HEADERS of them would cost more than the parse.
+    let mut fields = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let head_len = match request.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             // RFC 6585 5: 431 for a header section that is too large.
@@ -116,7 +129,7 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Parsed {
     let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version) else {
         return Parsed::Rejected(Reject::BadRequest("incomplete request line"));
     };
-    match interpret(buf, method, target, minor, request.headers, head_len) {
+    match interpret(buf, method, target, minor, request.headers, head_len, spare) {
         Ok(head) => Parsed::Complete(head),
         Err(reject) => Parsed::Rejected(reject),
     }
@@ -129,6 +142,7 @@ fn interpret(
     minor: u8,
     fields: &[httparse::Header<'_>],
     head_len: usize,
+    mut headers: Vec<(Span, Span)>,
 ) -> Result<RequestHead, Reject> {
     // RFC 9112 3.2: origin-form, absolute-form, or "*" (OPTIONS); authority-form is CONNECT only.
     let target_ok = target.starts_with('/')
@@ -150,7 +164,8 @@ fn interpret(
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut expect_continue = false;
-    let mut headers = Vec::with_capacity(fields.len());
+    headers.clear();
+    headers.reserve(fields.len());
 
     for field in fields {
         let name = field.name.as_bytes();
@@ -222,6 +237,7 @@ fn interpret(
         minor_version: minor,
         headers,
         framing,
+        declared_length: content_length,
         keep_alive,
         expect_continue: expect_continue && minor == 1,
         is_head_method: method == "HEAD",
@@ -280,7 +296,9 @@ fn starts_with_ignore_case(haystack: &[u8], prefix: &[u8]) -> bool {
 /// Absolute-form targets lose their scheme and authority; a fragment is dropped.
 pub fn split_target(target: &[u8]) -> (&[u8], &[u8]) {
     let mut rest = target;
-    for scheme in [&b"http://"[..], &b"https://"[..]] {
+    // Origin-form ("/path"), by far the most common, cannot carry a scheme.
+    let schemes: &[&[u8]] = if target.first() == Some(&b'/') { &[] } else { &[b"http://", b"https://"] };
+    for &scheme in schemes {
         if starts_with_ignore_case(rest, scheme) {
             let after = &rest[scheme.len()..];
             rest = match after.iter().position(|&byte| byte == b'/' || byte == b'?') {

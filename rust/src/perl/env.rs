@@ -1,6 +1,10 @@
 //! The PSGI env hash. Static keys live in a per-listener template built by Perl (policy stays
-//! there); each request copies it and stores its own values under pre-hashed shared keys.
+//! there). An env is made once from the template and then, as long as the app leaves it
+//! untouched and keeps no reference to it (see `env_reuse`), refilled in place for the next
+//! request: the hash, its keys and its value scalars are reused, so a request costs a few
+//! string copies instead of building and freeing a hash of two dozen scalars.
 
+use super::io::{lazy_io_value, IoMagic};
 use super::{Perl, HV, SV};
 use crate::h1::parse::{percent_decode_into, split_target, BodyFraming, RequestHead};
 use libperl_sys as sys;
@@ -27,19 +31,34 @@ const COMMON_HEADERS: [&[u8]; 16] = [
     b"upgrade",
 ];
 
+/// The keys every request sets, in the order of `Env::fixed`.
+const FIXED_KEYS: [&[u8]; FIXED] = [
+    b"REQUEST_METHOD",
+    b"REQUEST_URI",
+    b"PATH_INFO",
+    b"QUERY_STRING",
+    b"SERVER_PROTOCOL",
+    b"REMOTE_ADDR",
+    b"REMOTE_PORT",
+    b"psgi.input",
+    b"psgix.io",
+];
+pub(super) const FIXED: usize = 9;
+const METHOD: usize = 0;
+const URI: usize = 1;
+const PATH: usize = 2;
+const QUERY: usize = 3;
+const PROTOCOL: usize = 4;
+const ADDR: usize = 5;
+const PORT: usize = 6;
+pub(super) const INPUT: usize = 7;
+pub(super) const IO: usize = 8;
+
 /// Shared (pre-hashed) key SVs, made once per reactor.
 pub struct EnvKeys {
-    request_method: *mut SV,
-    request_uri: *mut SV,
-    path_info: *mut SV,
-    query_string: *mut SV,
-    server_protocol: *mut SV,
-    remote_addr: *mut SV,
-    remote_port: *mut SV,
+    fixed: [*mut SV; FIXED],
     content_length: *mut SV,
     content_type: *mut SV,
-    psgi_input: *mut SV,
-    psgix_io: *mut SV,
     common_headers: [*mut SV; COMMON_HEADERS.len()],
 }
 
@@ -57,39 +76,31 @@ impl EnvKeys {
             *slot = shared_key(perl, &name);
         }
         EnvKeys {
-            request_method: shared_key(perl, b"REQUEST_METHOD"),
-            request_uri: shared_key(perl, b"REQUEST_URI"),
-            path_info: shared_key(perl, b"PATH_INFO"),
-            query_string: shared_key(perl, b"QUERY_STRING"),
-            server_protocol: shared_key(perl, b"SERVER_PROTOCOL"),
-            remote_addr: shared_key(perl, b"REMOTE_ADDR"),
-            remote_port: shared_key(perl, b"REMOTE_PORT"),
+            fixed: FIXED_KEYS.map(|key| shared_key(perl, key)),
             content_length: shared_key(perl, b"CONTENT_LENGTH"),
             content_type: shared_key(perl, b"CONTENT_TYPE"),
-            psgi_input: shared_key(perl, b"psgi.input"),
-            psgix_io: shared_key(perl, b"psgix.io"),
             common_headers,
         }
     }
 
     pub fn release(&mut self, perl: Perl) {
-        for key in [
-            self.request_method,
-            self.request_uri,
-            self.path_info,
-            self.query_string,
-            self.server_protocol,
-            self.remote_addr,
-            self.remote_port,
-            self.content_length,
-            self.content_type,
-            self.psgi_input,
-            self.psgix_io,
-        ]
-        .into_iter()
-        .chain(self.common_headers)
-        {
+        for key in self.fixed.into_iter().chain([self.content_length, self.content_type]).chain(self.common_headers) {
             perl.dec(key);
+        }
+    }
+
+    /// The env key of a request header other than Content-Length: a shared key, or null with
+    /// the name written to `scratch`.
+    fn header_key(&self, name: &[u8], scratch: &mut Vec<u8>) -> *mut SV {
+        if name.eq_ignore_ascii_case(b"content-type") {
+            return self.content_type;
+        }
+        match COMMON_HEADERS.iter().position(|common| common.eq_ignore_ascii_case(name)) {
+            Some(index) => self.common_headers[index],
+            None => {
+                cgi_header_name(name, scratch);
+                std::ptr::null_mut()
+            }
         }
     }
 }
@@ -104,78 +115,270 @@ pub struct RequestView<'a> {
     pub remote_port: u16,
 }
 
-/// Builds the env for one request; returns a new HV the caller owns.
-/// `input` and `io` are SVs whose ownership passes to the hash (may be null to leave out).
-pub fn build_env(
-    perl: Perl,
-    keys: &EnvKeys,
-    template: *mut HV,
-    request: &RequestView<'_>,
-    input: *mut SV,
-    io: *mut SV,
-    scratch: &mut Vec<u8>,
-) -> *mut HV {
-    // SAFETY: `template` is the hash Perl built for this listener (no magic); newHVhv copies it.
-    let env = unsafe { thx::Perl_newHVhv(perl.0, template) };
-    let bytes = request.head_bytes;
-    let head = request.head;
-    let target = head.target.get(bytes);
-    let (path, query) = split_target(target);
-
-    store(perl, env, keys.request_method, perl.new_string(head.method.get(bytes)));
-    store(perl, env, keys.request_uri, perl.new_string(target));
-    percent_decode_into(path, scratch);
-    store(perl, env, keys.path_info, perl.new_string(scratch));
-    store(perl, env, keys.query_string, perl.new_string(query));
-    let protocol: &[u8] = if head.minor_version == 0 { b"HTTP/1.0" } else { b"HTTP/1.1" };
-    store(perl, env, keys.server_protocol, perl.new_string(protocol));
-    store(perl, env, keys.remote_addr, perl.new_string(request.remote_addr));
-    store(perl, env, keys.remote_port, perl.new_int(i64::from(request.remote_port)));
-
-    let chunked = head.framing == BodyFraming::Chunked;
-    let mut declared_length = false;
-    for (name_span, value_span) in &head.headers {
-        let name = name_span.get(bytes);
-        let value = value_span.get(bytes);
-        if name.eq_ignore_ascii_case(b"content-length") {
-            // Stored below from the framing, which already checked every value agrees.
-            declared_length = true;
-            continue;
-        }
-        if chunked && name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // The body is decoded: the app sees CONTENT_LENGTH instead, as under Starman.
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"content-type") {
-            store_header(perl, env, keys.content_type, &[], value);
-            continue;
-        }
-        match COMMON_HEADERS.iter().position(|common| common.eq_ignore_ascii_case(name)) {
-            Some(index) => store_header(perl, env, keys.common_headers[index], &[], value),
-            None => {
-                cgi_header_name(name, scratch);
-                store_header(perl, env, std::ptr::null_mut(), scratch, value);
+impl RequestView<'_> {
+    /// The request's header fields that become `HTTP_*`/`CONTENT_TYPE` keys, as (name, value):
+    /// Content-Length is left out (CONTENT_LENGTH comes from the framing, which already checked
+    /// that every value agrees), and so is Transfer-Encoding on a chunked request: the body is
+    /// decoded, and the app sees CONTENT_LENGTH instead, as under Starman.
+    /// Calls `visit` with each until it returns false; false if it stopped early. (A plain
+    /// loop: this runs on every request, and an iterator adapter chain did not inline.)
+    fn each_env_header(&self, mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> bool {
+        let chunked = self.head.framing == BodyFraming::Chunked;
+        // Most requests have neither field: then no name needs comparing.
+        let screen = chunked || self.head.declared_length.is_some();
+        for (name, value) in &self.head.headers {
+            let name = name.get(self.head_bytes);
+            if screen
+                && (name.eq_ignore_ascii_case(b"content-length")
+                    || (chunked && name.eq_ignore_ascii_case(b"transfer-encoding")))
+            {
+                continue;
+            }
+            if !visit(name, value.get(self.head_bytes)) {
+                return false;
             }
         }
+        true
     }
-    let length = match (request.body_length, head.framing) {
-        (Some(length), _) => Some(length),
-        (None, BodyFraming::Length(length)) => Some(length),
-        // "Content-Length: 0": framing None, but the app still sees the header.
-        _ => declared_length.then_some(0),
-    };
-    if let Some(length) = length {
-        scratch.clear();
-        crate::h1::encode::push_decimal(scratch, length);
-        store(perl, env, keys.content_length, perl.new_string(scratch));
+
+    /// CONTENT_LENGTH: the decoded body length, else the declared one.
+    fn content_length(&self) -> Option<u64> {
+        self.body_length.or(self.head.declared_length)
     }
-    if !input.is_null() {
-        store(perl, env, keys.psgi_input, input);
+}
+
+/// A header key the server stored, with the value scalar it holds a reference to.
+pub(super) struct StoredHeader {
+    /// End of the raw field name in `Env::names`.
+    name_end: usize,
+    /// The shared key, or null when the key is computed from the name.
+    key: *mut SV,
+    pub(super) value: *mut SV,
+}
+
+/// One env hash and a reference of ours to every value the server put in it: that is what
+/// lets `reclaim` tell, after the app, that the hash still holds exactly these values.
+pub struct Env {
+    pub(super) hash: *mut HV,
+    /// A reference to `hash`, passed to the app as `$env` (reused with the hash).
+    pub(super) reference: *mut SV,
+    pub(super) listener: usize,
+    /// False when the template's copy could not be paired with the template (never expected):
+    /// such an env serves one request only.
+    pub(super) reusable: bool,
+    /// Template values copied in: (value in this hash, value in the template).
+    pub(super) statics: Vec<(*mut SV, *mut SV)>,
+    /// Values under `FIXED_KEYS`.
+    pub(super) fixed: [*mut SV; FIXED],
+    pub(super) io_magic: IoMagic,
+    /// CONTENT_LENGTH's value when the key is present, else null.
+    pub(super) content_length: *mut SV,
+    /// One entry per header key, in the order of the request that stored them.
+    pub(super) headers: Vec<StoredHeader>,
+    /// Raw field names of `headers`, end to end.
+    names: Vec<u8>,
+}
+
+impl Env {
+    /// A fresh env from `template` (a plain hash of ours).
+    pub fn new(perl: Perl, keys: &EnvKeys, template: *mut HV, listener: usize, reactor_weak: *mut SV) -> Env {
+        // SAFETY: `template` is the plain hash Perl built for this listener; newHVhv copies it.
+        let hash = unsafe { thx::Perl_newHVhv(perl.0, template) };
+        let statics = pair_statics(perl, hash, template);
+        let reusable = statics.is_some();
+        let statics = statics.unwrap_or_default();
+        let io = lazy_io_value(perl, reactor_weak, 0);
+        let io_magic = IoMagic::of(perl, io);
+        let mut fixed = [std::ptr::null_mut(); FIXED];
+        for (index, slot) in fixed.iter_mut().enumerate() {
+            // SAFETY: an empty scalar for each fixed key (the io one carries its magic).
+            let value = if index == IO { io } else { unsafe { thx::Perl_newSV(perl.0, 0) } };
+            store(perl, hash, keys.fixed[index], value);
+            *slot = perl.inc(value);
+        }
+        Env {
+            hash,
+            reference: perl.new_ref(hash as *mut SV),
+            listener,
+            reusable,
+            statics,
+            fixed,
+            io_magic,
+            content_length: std::ptr::null_mut(),
+            headers: Vec::new(),
+            names: Vec::new(),
+        }
     }
-    if !io.is_null() {
-        store(perl, env, keys.psgix_io, io);
+
+    /// `$env`: a reference to the hash, owned by the env.
+    pub fn reference(&self) -> *mut SV {
+        self.reference
     }
-    env
+
+    pub fn listener(&self) -> usize {
+        self.listener
+    }
+
+    /// Writes request `request` of connection `id` into the env. `input` is the psgi.input
+    /// handle (a reference the caller keeps alive for the call).
+    pub fn fill(
+        &mut self,
+        perl: Perl,
+        keys: &EnvKeys,
+        request: &RequestView<'_>,
+        input: *mut SV,
+        id: u64,
+        scratch: &mut Vec<u8>,
+    ) {
+        let bytes = request.head_bytes;
+        let head = request.head;
+        let target = head.target.get(bytes);
+        let (path, query) = split_target(target);
+        set_bytes(perl, self.fixed[METHOD], head.method.get(bytes));
+        set_bytes(perl, self.fixed[URI], target);
+        if path.contains(&b'%') {
+            percent_decode_into(path, scratch);
+            set_bytes(perl, self.fixed[PATH], scratch);
+        } else {
+            set_bytes(perl, self.fixed[PATH], path);
+        }
+        set_bytes(perl, self.fixed[QUERY], query);
+        let protocol: &[u8] = if head.minor_version == 0 { b"HTTP/1.0" } else { b"HTTP/1.1" };
+        set_bytes(perl, self.fixed[PROTOCOL], protocol);
+        set_bytes(perl, self.fixed[ADDR], request.remote_addr);
+        set_integer(perl, self.fixed[PORT], i64::from(request.remote_port));
+        set_reference(perl, self.fixed[INPUT], input);
+        self.io_magic.point_at(id);
+        self.fill_headers(perl, keys, request, scratch);
+        match request.content_length() {
+            Some(length) => {
+                scratch.clear();
+                crate::h1::encode::push_decimal(scratch, length);
+                if self.content_length.is_null() {
+                    // SAFETY: an empty scalar, stored under a key the hash does not hold.
+                    let value = unsafe { thx::Perl_newSV(perl.0, 0) };
+                    store(perl, self.hash, keys.content_length, value);
+                    self.content_length = perl.inc(value);
+                }
+                set_bytes(perl, self.content_length, scratch);
+            }
+            None if !self.content_length.is_null() => {
+                delete(perl, self.hash, keys.content_length, &[]);
+                perl.dec(std::mem::replace(&mut self.content_length, std::ptr::null_mut()));
+            }
+            None => {}
+        }
+    }
+
+    /// Header keys: when the request has the same fields as the last one (names compared
+    /// without case), only the values are rewritten; otherwise the old keys go and the new
+    /// ones are stored, repeated fields joined with ", " as RFC 9110 5.3 allows.
+    fn fill_headers(&mut self, perl: Perl, keys: &EnvKeys, request: &RequestView<'_>, scratch: &mut Vec<u8>) {
+        if self.same_header_names(request) {
+            let mut stored = self.headers.iter();
+            request.each_env_header(|_, value| {
+                if let Some(header) = stored.next() {
+                    set_bytes(perl, header.value, value);
+                }
+                true
+            });
+            return;
+        }
+        let mut start = 0;
+        for stored in std::mem::take(&mut self.headers) {
+            let name = &self.names[start..stored.name_end];
+            start = stored.name_end;
+            if stored.key.is_null() {
+                cgi_header_name(name, scratch);
+            }
+            delete(perl, self.hash, stored.key, scratch);
+            perl.dec(stored.value);
+        }
+        self.names.clear();
+        request.each_env_header(|name, value| {
+            let key = keys.header_key(name, scratch);
+            let slot = fetch_lvalue(perl, self.hash, key, scratch);
+            if slot.is_null() {
+                return true;
+            }
+            // SAFETY: `slot` is the live value scalar of our own hash (plain, see `reclaim`).
+            let appended = unsafe { sys::SvFLAGS(slot) & sys::SVf_POK != 0 };
+            if appended {
+                // A repeated field (or two names with one CGI form): join the values.
+                append_bytes(perl, slot, b", ");
+                append_bytes(perl, slot, value);
+            } else {
+                set_bytes(perl, slot, value);
+                self.names.extend_from_slice(name);
+                self.headers.push(StoredHeader { name_end: self.names.len(), key, value: perl.inc(slot) });
+            }
+            true
+        });
+    }
+
+    /// Whether `request` has exactly the header fields stored last time, in the same order.
+    fn same_header_names(&self, request: &RequestView<'_>) -> bool {
+        let mut start = 0;
+        let mut stored = self.headers.iter();
+        let all_matched = request.each_env_header(|name, _| match stored.next() {
+            Some(header) if self.names[start..header.name_end].eq_ignore_ascii_case(name) => {
+                start = header.name_end;
+                true
+            }
+            _ => false,
+        });
+        all_matched && stored.next().is_none()
+    }
+
+    /// Every value scalar we hold a reference to.
+    fn held_values(&self) -> impl Iterator<Item = *mut SV> + '_ {
+        self.statics
+            .iter()
+            .map(|&(value, _)| value)
+            .chain(self.fixed)
+            .chain(self.headers.iter().map(|header| header.value))
+            .chain((!self.content_length.is_null()).then_some(self.content_length))
+    }
+
+    /// Drops our references (the hash lives on while the app holds it).
+    pub fn release(self, perl: Perl) {
+        for value in self.held_values() {
+            perl.dec(value);
+        }
+        perl.dec(self.reference);
+        perl.dec(self.hash as *mut SV);
+    }
+}
+
+/// Pairs every value newHVhv copied into `hash` with its original in `template`, taking a
+/// reference to each copy; None (holding nothing) when the two do not line up.
+fn pair_statics(perl: Perl, hash: *mut HV, template: *mut HV) -> Option<Vec<(*mut SV, *mut SV)>> {
+    // SAFETY: both are live unmagical hashes; newHVhv copied `template` bucket by bucket,
+    // keeping the order of each chain, and the keys are shared, so a copied entry has the same
+    // HEK as its original. Only pointers are read.
+    unsafe {
+        let mut statics = Vec::with_capacity(HvTOTALKEYS(template));
+        let mut lined_up = HvMAX(hash) == HvMAX(template);
+        let mut bucket = 0;
+        while lined_up && bucket <= HvMAX(hash) {
+            let mut copy = *sys::HvARRAY(hash as *mut SV).add(bucket);
+            let mut original = *sys::HvARRAY(template as *mut SV).add(bucket);
+            while !copy.is_null() && !original.is_null() && sys::HeKEY_hek(copy) == sys::HeKEY_hek(original) {
+                statics.push((perl.inc(sys::HeVAL(copy)), sys::HeVAL(original)));
+                copy = sys::HeNEXT(copy);
+                original = sys::HeNEXT(original);
+            }
+            lined_up = copy.is_null() && original.is_null();
+            bucket += 1;
+        }
+        if lined_up {
+            return Some(statics);
+        }
+        for (value, _) in statics {
+            perl.dec(value);
+        }
+        None
+    }
 }
 
 /// `HTTP_` plus the name upper-cased with `-` as `_` (CGI/PSGI meta-variable form).
@@ -185,20 +388,85 @@ fn cgi_header_name(name: &[u8], out: &mut Vec<u8>) {
     out.extend(name.iter().map(|&byte| if byte == b'-' { b'_' } else { byte.to_ascii_uppercase() }));
 }
 
+#[allow(non_snake_case)]
+unsafe fn HvMAX(hash: *mut HV) -> usize {
+    // SAFETY: the caller passes a live hash.
+    unsafe { sys::HvMAX(hash as *mut SV) }
+}
+
+#[allow(non_snake_case)]
+pub(super) unsafe fn HvTOTALKEYS(hash: *mut HV) -> usize {
+    // SAFETY: the caller passes a live hash.
+    unsafe { sys::HvTOTALKEYS(hash as *mut SV) }
+}
+
+/// Sets a plain scalar of ours to a byte string (never UTF-8 flagged: these are raw bytes).
+/// A value that already is exactly that string is left alone: on a keep-alive connection most
+/// values (method, protocol, address, most headers) repeat from request to request.
+fn set_bytes(perl: Perl, value: *mut SV, bytes: &[u8]) {
+    // SAFETY: `value` is a live, unmagical, writable scalar of an env of ours (`reclaim`
+    // checks that before reuse). A string-only scalar's PVX is valid for CUR bytes; sv_setpvn
+    // copies the bytes and un-shares a copy-on-write buffer.
+    unsafe {
+        let only_string = sys::SvFLAGS(value) & (sys::SVf_OK | sys::SVf_UTF8) == sys::SVf_POK | sys::SVp_POK;
+        if only_string
+            && sys::SvCUR(value) == bytes.len()
+            && std::slice::from_raw_parts(sys::SvPVX(value) as *const u8, bytes.len()) == bytes
+        {
+            return;
+        }
+        thx::Perl_sv_setpvn(perl.0, value, bytes.as_ptr() as *const c_char, bytes.len());
+        (*value).sv_flags &= !sys::SVf_UTF8;
+    }
+}
+
+/// Sets a plain scalar of ours to an integer, unless it already is exactly that integer.
+fn set_integer(perl: Perl, value: *mut SV, number: i64) {
+    // SAFETY: as `set_bytes`; IVX is valid when IOK is set.
+    unsafe {
+        let only_integer = sys::SvFLAGS(value) & (sys::SVf_OK | sys::SVf_IVisUV) == sys::SVf_IOK | sys::SVp_IOK;
+        if only_integer && sys::SvIVX(value) as i64 == number {
+            return;
+        }
+        thx::Perl_sv_setiv(perl.0, value, number as sys::IV);
+    }
+}
+
+fn append_bytes(perl: Perl, value: *mut SV, bytes: &[u8]) {
+    // SAFETY: as `set_bytes`; the scalar holds a string already.
+    unsafe { thx::Perl_sv_catpvn_flags(perl.0, value, bytes.as_ptr() as *const c_char, bytes.len(), 0) };
+}
+
+/// Makes `value` a copy of the reference `source`, unless it already refers to the same thing.
+fn set_reference(perl: Perl, value: *mut SV, source: *mut SV) {
+    // SAFETY: flag and referent reads on live scalars; sv_setsv on our plain scalar may free
+    // what it referred to before (a DESTROY runs under Perl's own eval protection).
+    unsafe {
+        let flags = sys::SvFLAGS(value);
+        if flags & sys::SVf_ROK != 0
+            && sys::SvFLAGS(source) & sys::SVf_ROK != 0
+            && sys::SvRV(value) == sys::SvRV(source)
+            && flags & sys::SVprv_WEAKREF == 0
+        {
+            return;
+        }
+        thx::Perl_sv_setsv_flags(perl.0, value, source, 0);
+    }
+}
+
 /// Stores `value` under a shared key; the hash takes ownership of `value`.
 fn store(perl: Perl, env: *mut HV, key: *mut SV, value: *mut SV) {
-    // SAFETY: `env` is our fresh unmagical hash; `key` a shared-hash SV, whose precomputed hash
+    // SAFETY: `env` is our unmagical hash; `key` a shared-hash SV, whose precomputed hash
     // hv_common uses; storing cannot run user code.
     unsafe {
         thx::Perl_hv_common(perl.0, env, key, std::ptr::null(), 0, 0, sys::HV_FETCH_ISSTORE as i32, value, 0);
     }
 }
 
-/// Stores a header, joining repeated fields with ", " as RFC 9110 5.3 allows.
-/// Uses `key` when it is a shared key SV, else the bytes in `name`.
-fn store_header(perl: Perl, env: *mut HV, key: *mut SV, name: &[u8], value: &[u8]) {
-    // SAFETY: an lvalue fetch on our own hash returns a valid slot (creating an undef SV when
-    // missing); setting or appending bytes to that plain SV runs no user code.
+/// The value scalar under `key` (or under `name` when `key` is null), made undef when missing.
+fn fetch_lvalue(perl: Perl, env: *mut HV, key: *mut SV, name: &[u8]) -> *mut SV {
+    // SAFETY: an lvalue fetch on our own unmagical hash returns a valid slot (creating an undef
+    // SV when missing) and runs no user code.
     unsafe {
         let slot = thx::Perl_hv_common(
             perl.0,
@@ -211,16 +479,30 @@ fn store_header(perl: Perl, env: *mut HV, key: *mut SV, name: &[u8], value: &[u8
             std::ptr::null_mut(),
             0,
         ) as *mut *mut SV;
-        if slot.is_null() || (*slot).is_null() {
-            return;
-        }
-        let existing = *slot;
-        if sys::SvFLAGS(existing) & sys::SVf_POK != 0 {
-            thx::Perl_sv_catpvn_flags(perl.0, existing, b", ".as_ptr() as *const c_char, 2, 0);
-            thx::Perl_sv_catpvn_flags(perl.0, existing, value.as_ptr() as *const c_char, value.len(), 0);
+        if slot.is_null() {
+            std::ptr::null_mut()
         } else {
-            thx::Perl_sv_setpvn(perl.0, existing, value.as_ptr() as *const c_char, value.len());
+            *slot
         }
+    }
+}
+
+/// Deletes `key` (or `name` when `key` is null) from our hash, discarding the value.
+fn delete(perl: Perl, env: *mut HV, key: *mut SV, name: &[u8]) {
+    // SAFETY: a delete on our own unmagical hash; G_DISCARD frees the value (we hold our own
+    // reference to it, so nothing is destroyed here).
+    unsafe {
+        thx::Perl_hv_common(
+            perl.0,
+            env,
+            key,
+            name.as_ptr() as *const c_char,
+            name.len(),
+            0,
+            (sys::HV_DELETE | sys::G_DISCARD) as i32,
+            std::ptr::null_mut(),
+            0,
+        );
     }
 }
 

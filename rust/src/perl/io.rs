@@ -37,6 +37,48 @@ pub fn lazy_io_value(perl: Perl, reactor: *mut SV, id: u64) -> *mut SV {
     }
 }
 
+/// Our magic on one `psgix.io` value, kept by the env that holds the value so the next request
+/// can name its connection without looking the magic up again.
+pub struct IoMagic {
+    value: *mut SV,
+    magic: *mut sys::MAGIC,
+}
+
+impl IoMagic {
+    /// The magic on `value`, made by `lazy_io_value`.
+    pub fn of(perl: Perl, value: *mut SV) -> IoMagic {
+        // SAFETY: looking up magic on a live SV runs no code.
+        let magic = unsafe { thx::Perl_mg_findext(perl.0, value, PERL_MAGIC_EXT, &IO_VTABLE) };
+        IoMagic { value, magic }
+    }
+
+    /// Makes the value stand for connection `id`.
+    pub fn point_at(&self, id: u64) {
+        if !self.magic.is_null() {
+            // SAFETY: `magic` is our live entry on `value` (`untouched` checks it is still the
+            // only one before an env is reused); mg_ptr holds the id, not a pointer.
+            unsafe { (*self.magic).mg_ptr = id as usize as *mut c_char };
+        }
+    }
+
+    /// True while the value is as made: our magic alone, and never read (reading stores the
+    /// connection's handle in it, which must then go with the env).
+    pub fn untouched(&self) -> bool {
+        if self.magic.is_null() {
+            return false;
+        }
+        // SAFETY: flag and magic-chain reads on a live SV run no code.
+        unsafe {
+            let flags = sys::SvFLAGS(self.value);
+            let value_flags = sys::SVf_OK | sys::SVf_READONLY | sys::SVf_PROTECT | sys::SVs_OBJECT;
+            flags & value_flags == 0
+                && sys::SvMAGIC(self.value) == self.magic
+                && (*self.magic).mg_moremagic.is_null()
+                && std::ptr::eq((*self.magic).mg_virtual, &IO_VTABLE)
+        }
+    }
+}
+
 /// The reactor object and connection id behind a `psgix.io` value still carrying our magic.
 pub fn connection_of(perl: Perl, value: *mut SV) -> Option<(*mut SV, u64)> {
     if value.is_null() {

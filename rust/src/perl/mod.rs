@@ -1,11 +1,12 @@
 //! The bridge to Perl values: the only place that touches the interpreter. `env` builds the
-//! request hash, `response` reads what the app returned; this file holds the calling convention.
+//! request hash (`env_reuse` decides when it can serve again), `response` reads what the app returned; this file holds the calling convention.
 //!
 //! Rules (DESIGN.md): every call into Perl code goes through `call` with G_EVAL, so a `die`
 //! never unwinds through Rust frames; values the app gave us are read only when they are plain
 //! (no magic, no overloading), anything else goes to Perl code called the same way.
 
 pub mod env;
+mod env_reuse;
 pub mod io;
 pub mod response;
 
