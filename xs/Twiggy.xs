@@ -51,6 +51,21 @@ checked(pTHX_ int status)
     return status;
 }
 
+/* Marks the magic by which a poll callback keeps its reactor object alive. */
+static MGVTBL twiggy_poll_callback_vtbl;
+
+/* The body of the code reference `poll_callback` returns: polls the reactor whose address
+ * the CV carries, with no Perl code, method lookup or type check in between. */
+static void
+twiggy_poll_callback(pTHX_ CV *cv)
+{
+    dXSARGS;
+    PERL_UNUSED_VAR(items);
+    if (twiggy_reactor_poll((twiggy_reactor *)CvXSUBANY(cv).any_ptr) < 0)
+        croak("Twiggy: %s", twiggy_last_error());
+    XSRETURN_EMPTY;
+}
+
 MODULE = Twiggy  PACKAGE = Twiggy::Reactor
 
 PROTOTYPES: DISABLE
@@ -109,6 +124,23 @@ poll(self)
   CODE:
     if (twiggy_reactor_poll(self) < 0)
         croak("Twiggy: %s", twiggy_last_error());
+
+SV *
+poll_callback(self)
+    SV *self
+  PREINIT:
+    CV *callback;
+  CODE:
+    if (!(SvROK(self) && sv_derived_from(self, "Twiggy::Reactor")))
+        croak("Twiggy: poll_callback needs a Twiggy::Reactor");
+    callback = newXS(NULL, twiggy_poll_callback, __FILE__);
+    CvXSUBANY(callback).any_ptr = INT2PTR(void *, SvIV(SvRV(self)));
+    /* The magic holds a counted reference to the reactor object, released with the CV, so
+     * the address stays valid for as long as the callback can be called. */
+    sv_magicext((SV *)callback, SvRV(self), PERL_MAGIC_ext, &twiggy_poll_callback_vtbl, NULL, 0);
+    RETVAL = newRV_noinc((SV *)callback);
+  OUTPUT:
+    RETVAL
 
 void
 tick(self)

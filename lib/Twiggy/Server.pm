@@ -133,8 +133,9 @@ sub register_service {
     $self->start_listen($app);
 
     # Level-triggered from the outside: the callback handles everything ready, and anything
-    # left over keeps the poll fd readable for the next round.
-    $self->{poll_watcher} = AE::io $reactor->fd, 0, sub { $reactor->poll };
+    # left over keeps the poll fd readable for the next round. The callback is an XSUB bound
+    # to the reactor: no Perl code runs between the event loop and the Rust core.
+    $self->{poll_watcher} = AE::io $reactor->fd, 0, $reactor->poll_callback;
     $self->{tick_timer}   = AE::timer 1, 1, sub { $reactor->tick };
     return;
 }
@@ -182,7 +183,8 @@ sub _add_listener {
     return;
 }
 
-# The static part of every env on one listener; the core copies it per request.
+# The static part of every env on one listener; the core copies it into each env it makes
+# (and puts back any value an app changed before it reuses an env).
 sub _env_template {
     my ($self, $host, $port) = @_;
     return {
@@ -235,8 +237,24 @@ sub run {
     # which would swallow QUIT; the watcher must own it.
     local $SIG{QUIT};
     my $quit; $quit = AE::signal QUIT => sub { undef $quit; $self->graceful_stop };
-    $self->{exit_guard}->recv;
+    _wait_for($self->{exit_guard});
     delete $self->{reactor};
+    return;
+}
+
+# Waits for the condvar $guard. Under EV the loop runs inside EV::run itself: AnyEvent's own
+# wait returns to Perl after every wake-up (a hash lookup and a call each time, a measurable
+# share of a small request). The guard's callback breaks out; a once-a-second check covers a
+# guard sent while some nested wait had EV's attention. recv then returns as usual.
+sub _wait_for {
+    my ($guard) = @_;
+    if (AnyEvent::detect() eq 'AnyEvent::Impl::EV' && !$guard->ready) {
+        my $done;
+        $guard->cb(sub { $done = 1; EV::break(EV::BREAK_ALL()) });
+        my $check = EV::timer(1, 1, sub { EV::break(EV::BREAK_ALL()) if $done });
+        EV::run() until $done;
+    }
+    $guard->recv;
     return;
 }
 
@@ -409,6 +427,14 @@ on C<psgi.errors>; the server keeps serving. Once the head is sent, the connecti
 A header name or value with CR, LF or NUL, a bad status or a malformed header list is never
 sent: 500 and a message instead (no response splitting). Bodies whose C<getline> or C<close>
 dies cut the connection cleanly. F<t/edge-hygiene.t>
+
+=item *
+
+Every request gets an env of its own as far as the app can tell: the server reuses an env hash
+only when the app kept no reference to it, or to any value in it, and left it as the server
+made it (values it changed in place are put back); anything else (keys added or deleted,
+values replaced, made read-only or tied, the hash blessed or weakly referenced) gets a fresh
+hash. What an app keeps never changes under it. F<t/core-env-reuse.t>
 
 =item *
 

@@ -121,7 +121,7 @@ sub _serve {
     $$ready = 1;
     DEBUG && warn "Twiggy: worker $$ serves\n";
 
-    $server->{exit_guard}->recv;
+    Twiggy::Server::_wait_for($server->{exit_guard});
     @watchers = ();
     delete $server->{reactor};
     DEBUG && warn "Twiggy: worker $$ exits\n";
