@@ -454,56 +454,33 @@ fn set_reference(perl: Perl, value: *mut SV, source: *mut SV) {
     }
 }
 
+/// One `hv_common` call on our own env hash: by the shared key SV `key`, or by `name` when
+/// `key` is null (a shared key carries its precomputed hash).
+fn hv_call(perl: Perl, env: *mut HV, key: *mut SV, name: &[u8], action: u32, value: *mut SV) -> *mut std::ffi::c_void {
+    // SAFETY: `env` is an unmagical hash of ours, so no user code runs; `name` is valid for its
+    // length and read only when `key` is null.
+    unsafe {
+        thx::Perl_hv_common(perl.0, env, key, name.as_ptr() as *const c_char, name.len(), 0, action as i32, value, 0)
+    }
+}
+
 /// Stores `value` under a shared key; the hash takes ownership of `value`.
 fn store(perl: Perl, env: *mut HV, key: *mut SV, value: *mut SV) {
-    // SAFETY: `env` is our unmagical hash; `key` a shared-hash SV, whose precomputed hash
-    // hv_common uses; storing cannot run user code.
-    unsafe {
-        thx::Perl_hv_common(perl.0, env, key, std::ptr::null(), 0, 0, sys::HV_FETCH_ISSTORE as i32, value, 0);
-    }
+    hv_call(perl, env, key, &[], sys::HV_FETCH_ISSTORE, value);
 }
 
-/// The value scalar under `key` (or under `name` when `key` is null), made undef when missing.
+/// The value scalar under `key` (or `name`), made undef when missing.
 fn fetch_lvalue(perl: Perl, env: *mut HV, key: *mut SV, name: &[u8]) -> *mut SV {
-    // SAFETY: an lvalue fetch on our own unmagical hash returns a valid slot (creating an undef
-    // SV when missing) and runs no user code.
-    unsafe {
-        let slot = thx::Perl_hv_common(
-            perl.0,
-            env,
-            key,
-            name.as_ptr() as *const c_char,
-            name.len(),
-            0,
-            (sys::HV_FETCH_LVALUE | sys::HV_FETCH_JUST_SV) as i32,
-            std::ptr::null_mut(),
-            0,
-        ) as *mut *mut SV;
-        if slot.is_null() {
-            std::ptr::null_mut()
-        } else {
-            *slot
-        }
-    }
+    let slot = hv_call(perl, env, key, name, sys::HV_FETCH_LVALUE | sys::HV_FETCH_JUST_SV, std::ptr::null_mut())
+        as *mut *mut SV;
+    // SAFETY: an lvalue fetch returns null or a valid slot holding the value scalar.
+    unsafe { slot.as_ref().copied().unwrap_or(std::ptr::null_mut()) }
 }
 
-/// Deletes `key` (or `name` when `key` is null) from our hash, discarding the value.
+/// Deletes `key` (or `name`) from our hash. G_DISCARD frees the value, which we still hold a
+/// reference to, so nothing is destroyed here.
 fn delete(perl: Perl, env: *mut HV, key: *mut SV, name: &[u8]) {
-    // SAFETY: a delete on our own unmagical hash; G_DISCARD frees the value (we hold our own
-    // reference to it, so nothing is destroyed here).
-    unsafe {
-        thx::Perl_hv_common(
-            perl.0,
-            env,
-            key,
-            name.as_ptr() as *const c_char,
-            name.len(),
-            0,
-            (sys::HV_DELETE | sys::G_DISCARD) as i32,
-            std::ptr::null_mut(),
-            0,
-        );
-    }
+    hv_call(perl, env, key, name, sys::HV_DELETE | sys::G_DISCARD, std::ptr::null_mut());
 }
 
 #[cfg(test)]
