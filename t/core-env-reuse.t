@@ -13,6 +13,7 @@ use Test::More;
 use JSON::PP ();
 use Scalar::Util ();
 use Tie::Scalar ();
+use AnyEvent;
 use TwiggyTest;
 
 safety_alarm(120);
@@ -70,11 +71,25 @@ my %actions = (
     each_half_done  => sub { my ($first) = each %{ $_[0] } },
     localized       => sub { local $_[0]{PATH_INFO} = '/localized'; local $_[0]{'x.local'} = 1 },
     read_io         => sub { my $io = $_[0]{'psgix.io'} },
+    # Objects whose DESTROY runs the event loop, left where the server must drop them: the
+    # core must not be in the middle of anything when that happens.
+    object_value    => sub { $_[0]{REQUEST_URI} = LoopingDestroy->new },
+    object_static   => sub { $_[0]{'psgi.errors'} = LoopingDestroy->new },
     keep_env        => sub { $kept_env = $_[0]; $kept_uri{env} = $_[0]{REQUEST_URI} },
     keep_weak       => sub { $weak_env = $_[0]; Scalar::Util::weaken($weak_env) },
     keep_value_ref  => sub { push @kept_refs, \$_[0]{REQUEST_URI} },
     keep_copy       => sub { push @kept_copies, $_[0]{REQUEST_URI}, $_[0]{HTTP_HOST} },
 );
+
+{
+    package LoopingDestroy;
+    sub new { return bless {}, shift }
+    sub DESTROY {
+        my $cv = AE::cv;
+        my $timer = AE::timer(0.01, 0, sub { $cv->send });
+        $cv->recv;
+    }
+}
 
 my $app = sub {
     my $env = $_[0];

@@ -846,7 +846,8 @@ impl Reactor {
         let spare = self.spare_envs.borrow_mut().get_mut(listener).and_then(Option::take);
         let mut env = spare.unwrap_or_else(|| Env::new(perl, &self.keys, template, listener, self.weak_self.get()));
         {
-            let mut scratch = self.path_scratch.borrow_mut();
+            // Taken out, not borrowed: no RefCell is held while Perl code could run.
+            let mut scratch = std::mem::take(&mut *self.path_scratch.borrow_mut());
             let view = RequestView {
                 head: &head,
                 head_bytes: &head_bytes,
@@ -855,6 +856,7 @@ impl Reactor {
                 remote_port,
             };
             env.fill(perl, &self.keys, &view, input, id, &mut scratch);
+            *self.path_scratch.borrow_mut() = scratch;
         }
         let env_ref = env.reference();
         match perl.call(self.hooks.app, &[env_ref]) {
@@ -877,19 +879,22 @@ impl Reactor {
     }
 
     /// Keeps `env` for the next request on its listener when the app left it reusable.
+    /// `reclaim` and `release` may run Perl code (DESTROY), so no RefCell is held across them.
     fn keep_env(&self, mut env: Env) {
         let perl = self.perl;
-        let mut spares = self.spare_envs.borrow_mut();
         let listener = env.listener();
-        if spares.len() <= listener {
-            spares.resize_with(listener + 1, || None);
+        let slot_free = self.spare_envs.borrow().get(listener).is_none_or(Option::is_none);
+        if slot_free && env.reclaim(perl, self.hooks.null_input) {
+            let mut spares = self.spare_envs.borrow_mut();
+            if spares.len() <= listener {
+                spares.resize_with(listener + 1, || None);
+            }
+            if spares[listener].is_none() {
+                spares[listener] = Some(env);
+                return;
+            }
         }
-        if spares[listener].is_none() && env.reclaim(perl, self.hooks.null_input) {
-            spares[listener] = Some(env);
-        } else {
-            drop(spares);
-            env.release(perl);
-        }
+        env.release(perl);
     }
 
     fn make_io(&self, fd: RawFd, is_unix: bool, id: u64) -> *mut SV {

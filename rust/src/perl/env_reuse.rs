@@ -9,8 +9,8 @@
 //! - we hold a reference to each value we stored; each still has exactly two (the hash's and
 //!   ours), so none was deleted, replaced or referenced from elsewhere, and the key count is
 //!   ours, so nothing was added;
-//! - every value is a plain, writable scalar (no magic, not read-only, not a glob), so
-//!   rewriting it runs no code and cannot croak;
+//! - every value is a plain, writable scalar (no magic, not read-only, not a glob; the
+//!   per-request ones not a reference either), so rewriting it runs no code and cannot croak;
 //! - `psgix.io` was never read (its handle would otherwise outlive the request).
 //!
 //! Template values the app changed in place are put back from the template; per-request
@@ -44,15 +44,15 @@ impl Env {
         }
         let mut plain = true;
         for (index, &value) in self.fixed.iter().enumerate() {
-            plain &= if index == IO {
+            plain &= match index {
                 // SAFETY: we hold a reference to the io value, so it is live.
-                unsafe { sys::SvREFCNT(value) == 2 }
-            } else {
-                sole_plain_value(value)
+                IO => unsafe { sys::SvREFCNT(value) == 2 },
+                INPUT => sole_plain_value(value),
+                _ => sole_plain_string(value),
             };
         }
-        plain &= self.headers.iter().all(|header| sole_plain_value(header.value));
-        plain &= self.content_length.is_null() || sole_plain_value(self.content_length);
+        plain &= self.headers.iter().all(|header| sole_plain_string(header.value));
+        plain &= self.content_length.is_null() || sole_plain_string(self.content_length);
         if !plain || !self.io_magic.untouched() {
             return false;
         }
@@ -117,6 +117,14 @@ fn sole_plain_value(value: *mut SV) -> bool {
             && sys::SvFLAGS(value) & NOT_PLAIN == 0
             && sys::SvTYPE(value) as u32 <= sys::svtype::SVt_PVMG as u32
     }
+}
+
+/// `sole_plain_value`, and not a reference: the next fill rewrites these values, and
+/// overwriting a reference could run an object's DESTROY in the middle of it.
+#[inline]
+fn sole_plain_string(value: *mut SV) -> bool {
+    // SAFETY: as `sole_plain_value`.
+    sole_plain_value(value) && unsafe { sys::SvFLAGS(value) } & sys::SVf_ROK == 0
 }
 
 /// The request's input handle gives way to the shared empty one.
