@@ -438,7 +438,7 @@ fn append_bytes(perl: Perl, value: *mut SV, bytes: &[u8]) {
 }
 
 /// Makes `value` a copy of the reference `source`, unless it already refers to the same thing.
-fn set_reference(perl: Perl, value: *mut SV, source: *mut SV) {
+pub(super) fn set_reference(perl: Perl, value: *mut SV, source: *mut SV) {
     // SAFETY: flag and referent reads on live scalars; sv_setsv on our plain scalar may free
     // what it referred to before (a DESTROY runs under Perl's own eval protection).
     unsafe {

@@ -17,7 +17,7 @@
 //! values are rewritten by the next fill anyway. A body's psgi.input is dropped here so its
 //! temporary file does not wait for the next request.
 
-use super::env::{Env, HvTOTALKEYS, FIXED, INPUT, IO};
+use super::env::{set_reference, Env, HvTOTALKEYS, FIXED, INPUT, IO};
 use super::{Perl, SV};
 use libperl_sys as sys;
 use libperl_sys::thx;
@@ -68,7 +68,8 @@ impl Env {
                 unsafe { thx::Perl_sv_setsv_flags(perl.0, value, original, sys::SV_NOSTEAL as i32) };
             }
         }
-        set_input(perl, self.fixed[INPUT], null_input);
+        // The request's input handle gives way to the shared empty one.
+        set_reference(perl, self.fixed[INPUT], null_input);
         true
     }
 
@@ -125,17 +126,6 @@ fn sole_plain_value(value: *mut SV) -> bool {
 fn sole_plain_string(value: *mut SV) -> bool {
     // SAFETY: as `sole_plain_value`.
     sole_plain_value(value) && unsafe { sys::SvFLAGS(value) } & sys::SVf_ROK == 0
-}
-
-/// The request's input handle gives way to the shared empty one.
-fn set_input(perl: Perl, value: *mut SV, null_input: *mut SV) {
-    // SAFETY: reads of live scalars; `value` is plain and writable (checked by `reclaim`).
-    unsafe {
-        if sys::SvFLAGS(value) & sys::SVf_ROK != 0 && sys::SvRV(value) == sys::SvRV(null_input) {
-            return;
-        }
-        thx::Perl_sv_setsv_flags(perl.0, value, null_input, 0);
-    }
 }
 
 /// Whether `value` still holds what `original` holds: same kinds of value, same bytes,
